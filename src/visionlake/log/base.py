@@ -1,0 +1,217 @@
+"""The frame-log interface: topics, keyed partitions, offsets, consumer groups, seek, retention.
+
+Kafka semantics on purpose, so the embedded SQLite log and a Kafka cluster are interchangeable behind
+it and pass one contract test suite (tests/test_log_contract.py).
+"""
+
+from __future__ import annotations
+
+import abc
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..types import Headers, Record, RecordMetadata
+
+OffsetReset = Literal["earliest", "latest"]
+
+DEFAULT_PARTITIONS = 4
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # the 1 MiB sweet spot of seed 000
+
+
+def partition_for(key: bytes | None, partitions: int, counter: int = 0) -> int:
+    """CRC32 of the key modulo the partition count (librdkafka's "consistent" partitioner).
+
+    Keyless records are spread round-robin with `counter`.
+    """
+    if key is None:
+        return counter % partitions
+    return (zlib.crc32(key) & 0xFFFFFFFF) % partitions
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """Per-topic settings; None retention means keep for ever."""
+
+    partitions: int = DEFAULT_PARTITIONS
+    retention_ms: int | None = None
+    retention_bytes: int | None = None  # per partition, as in Kafka
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    partition: int
+    start_offset: int  # first offset still stored (retention moves it)
+    end_offset: int  # offset the next record will get
+    bytes: int
+
+    @property
+    def records(self) -> int:
+        return self.end_offset - self.start_offset
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    config: TopicConfig
+    partitions: list[PartitionInfo]
+
+    @property
+    def records(self) -> int:
+        return sum(p.records for p in self.partitions)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class GroupPartition:
+    topic: str
+    partition: int
+    committed: int | None
+    end_offset: int
+    owner: str | None = None
+
+    @property
+    def lag(self) -> int:
+        start = self.committed if self.committed is not None else 0
+        return max(0, self.end_offset - start)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    group: str
+    members: list[str]
+    partitions: list[GroupPartition] = field(default_factory=list)
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+
+class Producer(abc.ABC):
+    """Buffers records; `flush` makes them durable and returns where they landed."""
+
+    @abc.abstractmethod
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record. Raises RecordTooLarge at once when it exceeds the topic's limit."""
+
+    @abc.abstractmethod
+    def flush(self, timeout: float = 30.0) -> list[RecordMetadata]:
+        """Write every queued record durably; returns their metadata in send order."""
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(abc.ABC):
+    """Reads records; in a group it shares partitions with the other members and commits offsets."""
+
+    group: str | None
+
+    @abc.abstractmethod
+    def poll(self, max_records: int = 100, timeout: float = 1.0) -> list[Record]:
+        """Up to `max_records` records, waiting at most `timeout` seconds when none are ready."""
+
+    @abc.abstractmethod
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> dict[tuple[str, int], int]:
+        """Commit next-offsets to read (default: the positions after everything polled).
+
+        Returns what was committed; partitions this member no longer owns after a rebalance are
+        left out (their new owner resumes from the last committed offset).
+        """
+
+    @abc.abstractmethod
+    def assignment(self) -> list[tuple[str, int]]:
+        """The (topic, partition) pairs this consumer reads now."""
+
+    @abc.abstractmethod
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Next poll on that partition starts at `offset`."""
+
+    @abc.abstractmethod
+    def seek_to(self, where: OffsetReset) -> None:
+        """Every assigned partition to its earliest or latest offset."""
+
+    @abc.abstractmethod
+    def seek_to_time(self, timestamp_ms: int) -> None:
+        """Every assigned partition to its first record at or after `timestamp_ms` (end if none)."""
+
+    @abc.abstractmethod
+    def position(self, topic: str, partition: int) -> int:
+        """Offset of the next record that poll would return from that partition."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Leave the group (partitions go to the other members at once)."""
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FrameLog(abc.ABC):
+    """A partitioned, replayable log of records."""
+
+    url: str
+
+    @abc.abstractmethod
+    def create_topic(self, name: str, config: TopicConfig | None = None, exist_ok: bool = True) -> None: ...
+
+    @abc.abstractmethod
+    def topic_config(self, name: str) -> TopicConfig:
+        """Settings of an existing topic; UnknownTopic otherwise."""
+
+    @abc.abstractmethod
+    def topics(self) -> list[TopicInfo]: ...
+
+    @abc.abstractmethod
+    def groups(self) -> list[GroupInfo]: ...
+
+    @abc.abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abc.abstractmethod
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str | None = None,
+        offset_reset: OffsetReset = "earliest",
+        partitions: Iterable[int] | None = None,
+    ) -> Consumer:
+        """A group member when `group` is given, else a standalone reader of all (or the given) partitions."""
+
+    @abc.abstractmethod
+    def enforce_retention(self) -> int:
+        """Drop data past each topic's retention; returns the number of records removed."""
+
+    def ensure_topic(self, name: str, config: TopicConfig | None = None) -> None:
+        self.create_topic(name, config, exist_ok=True)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> FrameLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
