@@ -45,9 +45,7 @@ class FrameMeta:
 def check_camera_id(camera: str) -> str:
     """Camera ids are free text (the archive escapes them) but must be non-empty and printable."""
     if not camera or len(camera) > MAX_CAMERA_ID or not camera.isprintable():
-        raise InputError(
-            f"invalid camera id {camera!r}: use 1-{MAX_CAMERA_ID} printable characters"
-        )
+        raise InputError(f"invalid camera id {camera!r}: use 1-{MAX_CAMERA_ID} printable characters")
     return camera
 
 
@@ -167,9 +165,7 @@ def meta_from_record(record: Record) -> FrameMeta:
     seq = record.offset if seq is None else seq
     ts_text = record.header("vl-ts")
     try:
-        captured = (
-            parse_iso(ts_text) if ts_text else datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
-        )
+        captured = parse_iso(ts_text) if ts_text else datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
     except ValueError:
         raise FrameError(f"header vl-ts={ts_text!r} is not an ISO 8601 time") from None
     width, height = _int_header(record, "vl-width"), _int_header(record, "vl-height")

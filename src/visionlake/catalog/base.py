@@ -1,0 +1,356 @@
+"""The catalog interface and its SQLAlchemy Core implementation shared by SQLite and PostgreSQL.
+
+Idempotent writes are the point: a frame processed twice (a crash before the offset commit, a
+rebalance, a re-ingest) leaves one `frames` row, one `results` row per model version and one set of
+`detections`, because everything for a batch commits in one transaction keyed on
+(frame_id, model, model_version).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import BackendUnavailable, CatalogError, InputError, ModelVersionConflict
+from ..frames import FrameMeta
+from ..types import Detections
+from . import schema as S
+
+
+def naive_utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything a worker writes for one processed frame."""
+
+    meta: FrameMeta
+    nbytes: int
+    sha256: str
+    uri: str
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    model: str
+    model_version: str
+    detections: Detections
+    latency_ms: float
+    processed_at: datetime
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple]
+    truncated: bool  # more rows existed than the row cap allowed
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    camera: str | None = None
+    label: str | None = None
+    min_count: int = 1
+    since: datetime | None = None
+    until: datetime | None = None
+    model: str | None = None
+    model_version: str | None = None
+    limit: int = 100
+
+
+class Catalog(abc.ABC):
+    """Frame metadata, model versions and detections in SQL."""
+
+    url: str
+
+    @abc.abstractmethod
+    def ensure_model(self, model: str, version: str, params: dict) -> None:
+        """Record a model version; ModelVersionConflict if it exists with other parameters."""
+
+    @abc.abstractmethod
+    def write_results(self, batch: Sequence[FrameResult]) -> None:
+        """Write frames, results and detections of a batch in one transaction, idempotently."""
+
+    @abc.abstractmethod
+    def existing_results(self, frame_ids: Iterable[str], model: str, version: str) -> dict[str, Detections]:
+        """Detections already stored for those frames by that model version."""
+
+    @abc.abstractmethod
+    def query(self, sql: str, *, max_rows: int = 1000, timeout: float = 10.0) -> QueryResult:
+        """Run one read-only statement with a time limit and a row cap."""
+
+    @abc.abstractmethod
+    def search(self, flt: SearchFilter) -> QueryResult: ...
+
+    @abc.abstractmethod
+    def frame(self, frame_id: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def detections_for(self, frame_id: str, model: str | None = None) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class SqlCatalog(Catalog):
+    """SQLAlchemy Core implementation; dialect subclasses add connection settings and safe queries."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.migrate()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+        try:
+            with self.engine.begin() as conn:
+                self._lock_for_migration(conn)
+                found = self._current_version(conn)
+                if found > S.SCHEMA_VERSION:
+                    raise CatalogError(
+                        f"catalog {self.url} has schema version {found}, newer than this visionlake "
+                        f"({S.SCHEMA_VERSION}); upgrade visionlake"
+                    )
+                for v in range(found + 1, S.SCHEMA_VERSION + 1):
+                    S.MIGRATIONS[v](conn)
+                    S.schema_version.create(conn, checkfirst=True)
+                    conn.execute(sa.insert(S.schema_version).values(version=v, applied_at=datetime.now(UTC)))
+        except sa.exc.OperationalError as e:
+            raise BackendUnavailable(f"cannot open catalog {self.url}: {e.orig}") from e
+        return found
+
+    def _lock_for_migration(self, conn: Connection) -> None:  # noqa: B027 - dialect hook
+        """Serialise concurrent migrations (SQLite: BEGIN IMMEDIATE; PostgreSQL: advisory lock)."""
+
+    @staticmethod
+    def _current_version(conn: Connection) -> int:
+        if not sa.inspect(conn).has_table("schema_version"):
+            return 0
+        return conn.execute(sa.select(sa.func.max(S.schema_version.c.version))).scalar() or 0
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return self._current_version(conn)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table):  # dialect-specific INSERT supporting ON CONFLICT
+        raise NotImplementedError
+
+    def ensure_model(self, model: str, version: str, params: dict) -> None:
+        text = json.dumps(params, sort_keys=True)
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(S.models)
+                .values(
+                    model=model, model_version=version, params=text, created_at=naive_utc(datetime.now(UTC))
+                )
+                .on_conflict_do_nothing()
+            )
+            stored = conn.execute(
+                sa.select(S.models.c.params).where(
+                    S.models.c.model == model, S.models.c.model_version == version
+                )
+            ).scalar_one()
+        if json.loads(stored) != json.loads(text):
+            raise ModelVersionConflict(
+                f"model {model!r} version {version!r} is already recorded with params {stored}, "
+                f"not {text}; choose another --version"
+            )
+
+    def write_results(self, batch: Sequence[FrameResult]) -> None:
+        if not batch:
+            return
+        frame_rows = {
+            r.meta.frame_id: dict(
+                frame_id=r.meta.frame_id,
+                camera=r.meta.camera,
+                seq=r.meta.seq,
+                captured_at=naive_utc(r.meta.captured_at),
+                width=r.meta.width,
+                height=r.meta.height,
+                bytes=r.nbytes,
+                sha256=r.sha256,
+                uri=r.uri,
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+            )
+            for r in batch
+        }
+        result_rows = {
+            (r.meta.frame_id, r.model, r.model_version): dict(
+                frame_id=r.meta.frame_id,
+                model=r.model,
+                model_version=r.model_version,
+                n_detections=len(r.detections),
+                processed_at=naive_utc(r.processed_at),
+                latency_ms=float(r.latency_ms),
+            )
+            for r in batch
+        }
+        det_rows = [
+            dict(
+                frame_id=fid,
+                model=m,
+                model_version=v,
+                label=str(lab),
+                score=float(s),
+                x1=float(b[0]),
+                y1=float(b[1]),
+                x2=float(b[2]),
+                y2=float(b[3]),
+            )
+            for r in batch
+            for fid, m, v in [(r.meta.frame_id, r.model, r.model_version)]
+            for b, s, lab in zip(r.detections.xyxy, r.detections.score, r.detections.label, strict=True)
+        ]
+        ins_result = self._insert(S.results)
+        with self.engine.begin() as conn:
+            self._lock_for_write(conn)
+            conn.execute(self._insert(S.frames).on_conflict_do_nothing(), list(frame_rows.values()))
+            conn.execute(
+                ins_result.on_conflict_do_update(
+                    index_elements=["frame_id", "model", "model_version"],
+                    set_={
+                        "n_detections": ins_result.excluded.n_detections,
+                        "processed_at": ins_result.excluded.processed_at,
+                        "latency_ms": ins_result.excluded.latency_ms,
+                    },
+                ),
+                list(result_rows.values()),
+            )
+            d = S.detections.c
+            for fid, m, v in result_rows:
+                conn.execute(
+                    sa.delete(S.detections).where(d.frame_id == fid, d.model == m, d.model_version == v)
+                )
+            if det_rows:
+                conn.execute(sa.insert(S.detections), det_rows)
+
+    def _lock_for_write(self, conn: Connection) -> None:  # noqa: B027 - dialect hook
+        """Take the write lock up front where the dialect needs it."""
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def existing_results(self, frame_ids: Iterable[str], model: str, version: str) -> dict[str, Detections]:
+        ids = list(dict.fromkeys(frame_ids))
+        if not ids:
+            return {}
+        r, d = S.results.c, S.detections.c
+        with self.engine.connect() as conn:
+            done = {
+                row[0]
+                for row in conn.execute(
+                    sa.select(r.frame_id).where(
+                        r.frame_id.in_(ids), r.model == model, r.model_version == version
+                    )
+                )
+            }
+            if not done:
+                return {}
+            found: dict[str, list[dict]] = {fid: [] for fid in done}
+            for row in conn.execute(
+                sa.select(d.frame_id, d.label, d.score, d.x1, d.y1, d.x2, d.y2).where(
+                    d.frame_id.in_(done), d.model == model, d.model_version == version
+                )
+            ):
+                found[row.frame_id].append(
+                    {"label": row.label, "score": row.score, "box": [row.x1, row.y1, row.x2, row.y2]}
+                )
+        return {fid: Detections.from_list(items) for fid, items in found.items()}
+
+    def search(self, flt: SearchFilter) -> QueryResult:
+        f, r, d = S.frames.c, S.results.c, S.detections.c
+        if flt.min_count < 0:
+            raise InputError(f"--min-count must be >= 0, got {flt.min_count}")
+        if flt.label is None and flt.model is None:
+            stmt = sa.select(f.frame_id, f.camera, f.captured_at, f.width, f.height, f.uri)
+        else:
+            count = sa.func.count(d.label)
+            join_on = sa.and_(
+                d.frame_id == r.frame_id, d.model == r.model, d.model_version == r.model_version
+            )
+            if flt.label is not None:
+                join_on = sa.and_(join_on, d.label == flt.label)
+            stmt = (
+                sa.select(
+                    f.frame_id, f.camera, f.captured_at, r.model, r.model_version, count.label("count"), f.uri
+                )
+                .join(r, r.frame_id == f.frame_id)
+                .outerjoin(S.detections, join_on)
+                .group_by(f.frame_id, f.camera, f.captured_at, r.model, r.model_version, f.uri)
+                .having(count >= flt.min_count)
+            )
+            if flt.model is not None:
+                stmt = stmt.where(r.model == flt.model)
+            if flt.model_version is not None:
+                stmt = stmt.where(r.model_version == flt.model_version)
+        if flt.camera is not None:
+            stmt = stmt.where(f.camera == flt.camera)
+        if flt.since is not None:
+            stmt = stmt.where(f.captured_at >= naive_utc(flt.since))
+        if flt.until is not None:
+            stmt = stmt.where(f.captured_at < naive_utc(flt.until))
+        stmt = stmt.order_by(f.captured_at, f.frame_id).limit(flt.limit + 1)
+        with self.engine.connect() as conn:
+            res = conn.execute(stmt)
+            rows = [tuple(row) for row in res]
+            cols = list(res.keys())
+        return QueryResult(cols, rows[: flt.limit], len(rows) > flt.limit)
+
+    def frame(self, frame_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(S.frames).where(S.frames.c.frame_id == frame_id)).mappings().first()
+        return dict(row) if row else None
+
+    def detections_for(self, frame_id: str, model: str | None = None) -> list[dict]:
+        d = S.detections.c
+        stmt = sa.select(S.detections).where(d.frame_id == frame_id)
+        if model is not None:
+            stmt = stmt.where(d.model == model)
+        with self.engine.connect() as conn:
+            return [
+                dict(r)
+                for r in conn.execute(stmt.order_by(d.model, d.model_version, d.score.desc())).mappings()
+            ]
+
+    def counts(self) -> dict[str, list[tuple]]:
+        """Summary tables for `status` and the demo."""
+        f, r = S.frames.c, S.results.c
+        with self.engine.connect() as conn:
+            cameras = conn.execute(
+                sa.select(f.camera, sa.func.count(), sa.func.min(f.captured_at), sa.func.max(f.captured_at))
+                .group_by(f.camera)
+                .order_by(f.camera)
+            ).all()
+            per_model = conn.execute(
+                sa.select(r.model, r.model_version, sa.func.count(), sa.func.sum(r.n_detections))
+                .group_by(r.model, r.model_version)
+                .order_by(r.model, r.model_version)
+            ).all()
+            per_camera_model = conn.execute(
+                sa.select(f.camera, r.model, r.model_version, sa.func.count(), sa.func.sum(r.n_detections))
+                .join(r, r.frame_id == f.frame_id)
+                .group_by(f.camera, r.model, r.model_version)
+                .order_by(f.camera, r.model, r.model_version)
+            ).all()
+        return {
+            "cameras": [tuple(x) for x in cameras],
+            "models": [tuple(x) for x in per_model],
+            "camera_models": [tuple(x) for x in per_camera_model],
+        }
+
+    def close(self) -> None:
+        self.engine.dispose()

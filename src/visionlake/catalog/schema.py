@@ -1,0 +1,103 @@
+"""Catalog tables (the contract users write SQL against; see docs/catalog.md) and migrations.
+
+Times are stored as UTC without a zone. Migrations are plain functions keyed by the version they
+produce; `schema_version` records each one applied, so opening an older catalog upgrades it in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Connection
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+frames = Table(
+    "frames",
+    metadata,
+    Column("frame_id", String(64), primary_key=True),
+    Column("camera", String(128), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("captured_at", DateTime, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("topic", String(249)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Index("frames_camera_time", "camera", "captured_at"),
+    Index("frames_time", "captured_at"),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("model", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("params", Text, nullable=False),  # JSON object
+    Column("created_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("model", "model_version"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("frame_id", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("n_detections", Integer, nullable=False),
+    Column("processed_at", DateTime, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    PrimaryKeyConstraint("frame_id", "model", "model_version"),
+    Index("results_model_time", "model", "model_version", "processed_at"),
+)
+
+detections = Table(
+    "detections",
+    metadata,
+    Column("frame_id", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("x1", Float, nullable=False),
+    Column("y1", Float, nullable=False),
+    Column("x2", Float, nullable=False),
+    Column("y2", Float, nullable=False),
+    Index("detections_frame", "frame_id", "model", "model_version"),
+    Index("detections_label", "label"),
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime, nullable=False),
+)
+
+USER_TABLES = ("frames", "models", "results", "detections")
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+#: version -> migration producing it from version - 1; append, never edit a released one.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}

@@ -1,0 +1,59 @@
+"""`Lake`: the one object that builds the log, catalog and archive from settings.
+
+The CLI, the demo, the benchmarks and the tests all go through it, so a backend chosen by URL is
+chosen once, here.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from .archive import Archive
+from .catalog import Catalog, open_catalog
+from .config import Settings, load_settings
+from .log import FrameLog, open_log
+
+FRAMES_TOPIC = "frames"
+
+
+def detections_topic(topic: str) -> str:
+    return f"{topic}.detections"
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+class Lake:
+    """Lazily opened backends of one lake; close it (or use `with`) to release them."""
+
+    def __init__(self, settings: Settings | None = None, **overrides: str | Path | None) -> None:
+        self.settings = settings or load_settings(**overrides)  # type: ignore[arg-type]
+
+    @property
+    def root(self) -> Path:
+        return self.settings.lake
+
+    @cached_property
+    def log(self) -> FrameLog:
+        return open_log(self.settings.log, **self.settings.log_options)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return open_catalog(self.settings.catalog)
+
+    @cached_property
+    def archive(self) -> Archive:
+        return Archive(self.settings.archive)
+
+    def close(self) -> None:
+        for name in ("log", "catalog"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
