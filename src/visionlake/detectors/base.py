@@ -140,10 +140,10 @@ class Detector(abc.ABC):
 
     # --- hooks for subclasses -------------------------------------------------------------------
 
-    def _validate(self, params: Mapping[str, object]) -> None:
+    def _validate(self, params: Mapping[str, object]) -> None:  # noqa: B027 (optional hook)
         """Range checks on coerced parameters; raise InputError via `require`. Default: none."""
 
-    def _setup(self) -> None:
+    def _setup(self) -> None:  # noqa: B027 (optional hook)
         """Build heavy state once (attributes ending in ``_``). Runs after validation. Default: none."""
 
     @classmethod

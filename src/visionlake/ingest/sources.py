@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,8 +179,10 @@ class VideoFileSource:
             raise SourceError(f"cannot open video '{name}': no such file") from None
         except OSError as exc:
             raise SourceError(f"cannot open video '{name}': {_os_reason(exc)}") from None
-        if self.path.is_dir():
+        if stat.S_ISDIR(st.st_mode):
             raise SourceError(f"cannot open video '{name}': it is a directory, not a video file")
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"cannot open video '{name}': not a regular file")
         try:
             with self.path.open("rb") as fh:
                 empty = not fh.read(1)
@@ -395,7 +398,7 @@ class CameraSource:
                 return cap
             if attempt < self.open_attempts:
                 log.warning(
-                    "camera %s: cannot open (attempt %d of %d); retrying in %.1f s",
+                    "camera %s: cannot open (attempt %d of %d); retrying in %.3g s",
                     self.name,
                     attempt,
                     self.open_attempts,
@@ -464,7 +467,7 @@ class CameraSource:
                     )
                     log.error("camera %s: %s", self.name, self.stopped_reason)
                     return
-                log.warning("camera %s: stream %s; reconnecting in %.1f s", self.name, what, delay)
+                log.warning("camera %s: stream %s; reconnecting in %.3g s", self.name, what, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
                 failures += 1
@@ -539,11 +542,12 @@ class ImageFolderSource:
                 elif entry.is_file(follow_symlinks=True):
                     yield relpath, entry.path
                 elif entry.is_symlink():
-                    reason = (
-                        "symbolic link to a directory (not followed)"
-                        if os.path.isdir(entry.path)
-                        else "broken symbolic link"
-                    )
+                    if os.path.isdir(entry.path):
+                        reason = "symbolic link to a directory (not followed)"
+                    elif os.path.exists(entry.path):
+                        reason = "not a regular file"
+                    else:
+                        reason = "broken symbolic link"
                     yield SkippedFile(relpath, reason)
                 else:
                     yield SkippedFile(relpath, "not a regular file")

@@ -201,6 +201,18 @@ class FrameLog(abc.ABC):
         """A group member when `group` is given, else a standalone reader of all (or the given) partitions."""
 
     @abc.abstractmethod
+    def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        """Per partition, the first offset with a timestamp >= `timestamp_ms` (the end offset if none)."""
+
+    @abc.abstractmethod
+    def group_offsets(self, group: str, topic: str) -> dict[int, int]:
+        """Committed offsets of a group on a topic, by partition (absent: never committed)."""
+
+    @abc.abstractmethod
+    def commit_group_offsets(self, group: str, topic: str, offsets: dict[int, int]) -> None:
+        """Set a group's committed offsets from outside (kafka-consumer-groups --reset-offsets)."""
+
+    @abc.abstractmethod
     def enforce_retention(self) -> int:
         """Drop data past each topic's retention; returns the number of records removed."""
 

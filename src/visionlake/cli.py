@@ -1,0 +1,684 @@
+"""The `visionlake` command: a thin layer over the Python API, one function per command.
+
+Exit codes: 0 success, 1 failure, 2 bad input (missing file, bad option, bad SQL), 3 a backend or
+stream could not be reached, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from . import __version__
+from .errors import InputError, VisionlakeError
+from .lake import FRAMES_TOPIC, Lake
+from .output import Format, err_console, human_bytes, record_out, rows_out
+
+app = typer.Typer(
+    name="visionlake",
+    help="A data platform for computer vision: frame log, detector workers, image archive, SQL catalog.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log_app = typer.Typer(
+    help="Inspect and use the frame log, in the spirit of Kafka's console tools.", no_args_is_help=True
+)
+ingest_app = typer.Typer(
+    help="Turn videos, cameras and image folders into frame records.", no_args_is_help=True
+)
+app.add_typer(log_app, name="log")
+app.add_typer(ingest_app, name="ingest")
+
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", help="table for people, json or csv for scripts")
+]
+
+
+class State:
+    def __init__(self, lake: str | None, log: str | None, catalog: str | None, archive: str | None) -> None:
+        self.args = {"lake": lake, "log": log, "catalog": catalog, "archive": archive}
+        self._lake: Lake | None = None
+
+    @property
+    def lake(self) -> Lake:
+        if self._lake is None:
+            self._lake = Lake(**self.args)
+        return self._lake
+
+    def global_argv(self) -> list[str]:
+        """The global options again, for child processes."""
+        argv = []
+        for k, v in self.args.items():
+            if v:
+                argv += [f"--{k}", str(v)]
+        return argv
+
+
+def _state(ctx: typer.Context) -> State:
+    return ctx.find_root().obj
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    lake: Annotated[
+        str | None,
+        typer.Option("--lake", envvar="VISIONLAKE_HOME", help="Lake directory [default: ./visionlake-data]"),
+    ] = None,
+    log: Annotated[
+        str | None, typer.Option("--log", help="Frame log URL [default: the lake's embedded log]")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option("--catalog", help="Catalog URL [default: <lake>/catalog.db]")
+    ] = None,
+    archive: Annotated[
+        str | None, typer.Option("--archive", help="Archive URL [default: <lake>/archive]")
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="-v: what happens; -vv: debug")
+    ] = 0,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+) -> None:
+    if version:
+        print(f"visionlake {__version__}")
+        raise typer.Exit()
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)]
+    )
+    ctx.obj = State(lake, log, catalog, archive)
+
+
+def _progress(transient: bool = False) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=transient,
+        disable=not err_console.is_terminal,
+    )
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+
+def _run_ingest(
+    ctx: typer.Context, source, camera: str, total: int | None, quality: int, motion: bool, fmt: Format
+) -> None:
+    from .ingest.motion import MotionGate
+    from .ingest.publish import ingest
+
+    lake = _state(ctx).lake
+    gate = MotionGate() if motion else None
+    stop = {"flag": False}
+
+    def on_signal(*_a: object) -> None:
+        stop["flag"] = True
+
+    old = signal.signal(signal.SIGTERM, on_signal)
+    with _progress() as prog:
+        task = prog.add_task(f"ingest {camera}", total=total, info="")
+
+        def on_frame(s) -> None:
+            prog.update(
+                task, advance=1, info=f"{s.frames} sent, {s.skipped_motion} still, {len(s.errors)} bad"
+            )
+
+        try:
+            stats = ingest(
+                lake,
+                source,
+                camera,
+                quality=quality,
+                motion=gate,
+                on_frame=on_frame,
+                should_stop=lambda: stop["flag"],
+            )
+        finally:
+            signal.signal(signal.SIGTERM, old)
+    d = stats.as_dict()
+    d["bytes"] = human_bytes(stats.bytes) if fmt == Format.table else stats.bytes
+    record_out(d, fmt, title=f"Ingested camera {camera}")
+    for src, reason in stats.errors if fmt == Format.table else []:
+        err_console.print(f"[yellow]skipped[/] {src}: {reason}")
+
+
+def _check_quality(q: int) -> int:
+    if not 1 <= q <= 100:
+        raise InputError(f"--quality must be 1-100, got {q}")
+    return q
+
+
+@ingest_app.command("video")
+def ingest_video(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Video file (any format OpenCV's FFmpeg reads)")],
+    camera: Annotated[str, typer.Option("--camera", help="Camera id the frames are keyed by")],
+    fps: Annotated[float | None, typer.Option(help="Sample to this many frames per second of video")] = None,
+    resize: Annotated[str | None, typer.Option(help="Resize frames to WxH, e.g. 640x480")] = None,
+    quality: Annotated[int, typer.Option(help="JPEG quality 1-100")] = 90,
+    motion: Annotated[bool, typer.Option("--motion", help="Publish only frames with motion")] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Publish the frames of a video file."""
+    from .ingest.sources import VideoFileSource, parse_size
+
+    src = VideoFileSource(path, fps=fps, resize=parse_size(resize))
+    _run_ingest(ctx, src, camera, src.expected_frames, _check_quality(quality), motion, fmt)
+
+
+@ingest_app.command("camera")
+def ingest_camera(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="Device index (0) or rtsp:// / http:// stream URL")],
+    camera: Annotated[str, typer.Option("--camera", help="Camera id the frames are keyed by")],
+    fps: Annotated[float | None, typer.Option(help="Keep at most this many frames per second")] = None,
+    resize: Annotated[str | None, typer.Option(help="Resize frames to WxH")] = None,
+    quality: Annotated[int, typer.Option(help="JPEG quality 1-100")] = 90,
+    motion: Annotated[bool, typer.Option("--motion", help="Publish only frames with motion")] = False,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames")] = None,
+    open_attempts: Annotated[int, typer.Option(help="Tries to open the stream before giving up")] = 3,
+    max_reconnects: Annotated[
+        int | None, typer.Option(help="Give up after this many failed reconnects in a row")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Publish a live camera or network stream; reconnects with backoff when it drops or stalls."""
+    from .ingest.sources import CameraSource, parse_size
+
+    src = CameraSource(
+        source,
+        fps=fps,
+        resize=parse_size(resize),
+        open_attempts=open_attempts,
+        max_reconnects=max_reconnects,
+        max_frames=max_frames,
+    )
+    _run_ingest(ctx, src, camera, max_frames, _check_quality(quality), motion, fmt)
+
+
+@ingest_app.command("images")
+def ingest_images(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Folder of images, walked recursively")],
+    camera: Annotated[
+        str | None, typer.Option("--camera", help="Camera id [default: the folder's name]")
+    ] = None,
+    resize: Annotated[str | None, typer.Option(help="Resize images to WxH")] = None,
+    quality: Annotated[int, typer.Option(help="JPEG quality 1-100 for images that need re-encoding")] = 90,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Publish every image of a folder; unreadable files are listed with their reason."""
+    from .ingest.sources import ImageFolderSource, parse_size
+
+    src = ImageFolderSource(directory, resize=parse_size(resize))
+    cam = camera or directory.resolve().name
+    _run_ingest(ctx, src, cam, src.count(), _check_quality(quality), False, fmt)
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+def _detector(name: str, params: list[str] | None):
+    from .detectors import load_detector
+    from .detectors.base import parse_params
+
+    return load_detector(name, parse_params(params or []))
+
+
+def _run_worker(ctx: typer.Context, worker, fmt: Format, label: str) -> None:
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, worker.stop)
+    with _progress() as prog:
+        task = prog.add_task(label, total=worker.max_frames, info="")
+
+        def on_batch(st) -> None:
+            prog.update(
+                task,
+                completed=st.processed + st.dead_lettered,
+                info=f"{st.detections} detections, {st.dead_lettered} dead-lettered",
+            )
+
+        worker.on_batch = on_batch
+        stats = worker.run()
+    record_out(stats.as_dict(), fmt, title=f"Worker {stats.worker}")
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    detector: Annotated[
+        str, typer.Option("--detector", "-d", help="Detector plugin name (see `visionlake detectors`)")
+    ],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Detector parameter key=value")
+    ] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group [default: <detector>.<version>]")] = None,
+    topic: Annotated[str, typer.Option(help="Frames topic")] = FRAMES_TOPIC,
+    start: Annotated[
+        str, typer.Option("--from", help="Where a new group starts: earliest or latest")
+    ] = "earliest",
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit when no frame arrived for --idle-timeout s")
+    ] = False,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds without frames that count as idle")] = 3.0,
+    max_frames: Annotated[int | None, typer.Option(help="Exit after this many frames")] = None,
+    batch_size: Annotated[int, typer.Option(help="Records per poll")] = 8,
+    processes: Annotated[int, typer.Option(help="Run this many worker processes in the group")] = 1,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Run a detector over the frames topic as a member of a consumer group."""
+    from .workers.worker import Worker
+
+    if start not in ("earliest", "latest"):
+        raise InputError(f"--from must be earliest or latest, got {start!r}")
+    det = _detector(detector, param)
+    if processes > 1:
+        from .workers import scaling
+
+        args = sys.argv[sys.argv.index("worker") + 1 :]
+        i = args.index("--processes")
+        args = args[:i] + args[i + 2 :]
+        fi = [k for k, a in enumerate(args) if a in ("--format", "-f")]
+        for k in reversed(fi):
+            del args[k : k + 2]
+        results = scaling.collect(scaling.spawn(_state(ctx).global_argv(), args, processes))
+        keys = ["worker", "processed", "reused", "dead_lettered", "detections", "fps", "seconds"]
+        rows_out(keys, [[r[k] for k in keys] for r in results], fmt, title=f"{processes} workers")
+        return
+    w = Worker(
+        _state(ctx).lake,
+        det,
+        group=group,
+        topic=topic,
+        offset_reset=start,
+        batch_size=batch_size,
+        until_idle=until_idle,
+        idle_timeout=idle_timeout,
+        max_frames=max_frames,
+    )
+    _run_worker(ctx, w, fmt, f"{det.name} {det.model_version}")
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    detector: Annotated[str, typer.Option("--detector", "-d", help="Detector plugin name")],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version label [default: the plugin's]")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Detector parameter key=value")
+    ] = None,
+    start: Annotated[
+        str, typer.Option("--from", help="earliest, or a time (ISO 8601 or an age like 2h)")
+    ] = "earliest",
+    end: Annotated[str | None, typer.Option("--to", help="Stop at frames captured after this time")] = None,
+    topic: Annotated[str, typer.Option(help="Frames topic")] = FRAMES_TOPIC,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start over even if this replay ran before")
+    ] = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Re-run a model version over the history on the log; results sit beside older versions'."""
+    from .replay import prepare_replay
+
+    lake = _state(ctx).lake
+    w = prepare_replay(
+        lake, _detector(detector, param), version=version, start=start, end=end, topic=topic, restart=restart
+    )
+    _run_worker(ctx, w, fmt, f"replay {w.model} {w.model_version}")
+    from .replay import compare_versions
+
+    cols, rows = compare_versions(lake, w.model)
+    rows_out(
+        cols, rows, fmt if fmt != Format.json else Format.table, title=f"{w.model}: versions side by side"
+    )
+
+
+@app.command()
+def detectors(fmt: FormatOpt = Format.table) -> None:
+    """List installed detector plugins."""
+    from .detectors import list_detectors
+
+    rows = [
+        [d.name, d.version, json.dumps(d.defaults), "yes" if d.available else "no", d.problem or ""]
+        for d in list_detectors()
+    ]
+    rows_out(["name", "version", "parameters", "available", "note"], rows, fmt, title="Detectors")
+
+
+# --- catalog -----------------------------------------------------------------------------------
+
+
+@app.command()
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="One read-only SQL statement")],
+    max_rows: Annotated[int, typer.Option(help="Row cap")] = 1000,
+    timeout: Annotated[float, typer.Option(help="Query time limit in seconds")] = 10.0,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Query the catalog with SQL (read-only; tables: frames, models, results, detections)."""
+    res = _state(ctx).lake.catalog.query(query, max_rows=max_rows, timeout=timeout)
+    rows_out(res.columns, res.rows, fmt)
+    if res.truncated:
+        err_console.print(f"[yellow]stopped at the row cap of {max_rows} rows; use --max-rows to see more[/]")
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    camera: Annotated[str | None, typer.Option(help="Only this camera")] = None,
+    label: Annotated[str | None, typer.Option(help="Frames with detections of this label")] = None,
+    min_count: Annotated[int, typer.Option(help="At least this many matching detections")] = 1,
+    since: Annotated[
+        str | None, typer.Option(help="Captured at or after (ISO 8601 or an age like 2h)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Captured before")] = None,
+    model: Annotated[str | None, typer.Option(help="Results of this model")] = None,
+    model_version: Annotated[str | None, typer.Option("--model-version", help="...and this version")] = None,
+    limit: Annotated[int, typer.Option(help="Row cap")] = 100,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Find frames by camera, time and detections, with their archive paths."""
+    from .catalog import SearchFilter
+    from .timeutil import parse_time
+
+    flt = SearchFilter(
+        camera=camera,
+        label=label,
+        min_count=min_count,
+        since=parse_time(since, "--since") if since else None,
+        until=parse_time(until, "--until") if until else None,
+        model=model,
+        model_version=model_version,
+        limit=limit,
+    )
+    res = _state(ctx).lake.catalog.search(flt)
+    rows_out(res.columns, res.rows, fmt, title=f"{len(res.rows)} frames")
+    if res.truncated:
+        err_console.print(f"[yellow]more frames match; showing the first {limit} (--limit)[/]")
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    frame_id: Annotated[str, typer.Argument(help="Frame id (from search or sql)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the annotated JPEG")],
+    model: Annotated[str | None, typer.Option(help="Only boxes of this model")] = None,
+) -> None:
+    """Write a frame with its detection boxes drawn."""
+    import cv2
+
+    from .frames import decode_image
+    from .render import draw_detections
+
+    lake = _state(ctx).lake
+    row = lake.catalog.frame(frame_id)
+    if row is None:
+        raise InputError(f"no frame {frame_id!r} in the catalog {lake.catalog.url}")
+    image = decode_image(lake.archive.get(row["uri"]))
+    dets = lake.catalog.detections_for(frame_id, model)
+    if not cv2.imwrite(str(out), draw_detections(image, dets)):
+        raise InputError(f"cannot write {out}: unknown image extension or unwritable folder")
+    err_console.print(f"wrote {out} with {len(dets)} boxes")
+
+
+@app.command()
+def status(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
+    """Cameras, topics, consumer groups with lag, and frames processed per model version."""
+    from .status import lake_status
+
+    st = lake_status(_state(ctx).lake)
+    if fmt == Format.json:
+        print(json.dumps(st, default=str))
+        return
+    err_console.print(f"lake {st['lake']}  log {st['log']}  catalog {st['catalog']}  archive {st['archive']}")
+    for key in ("cameras", "topics", "groups", "models"):
+        items = st[key]
+        cols = list(items[0]) if items else [key]
+        rows_out(cols, [list(i.values()) for i in items], fmt, title=key.capitalize())
+
+
+# --- log ---------------------------------------------------------------------------------------
+
+
+@log_app.command("topics")
+def log_topics(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
+    """Topics with partitions, record counts, bytes and settings."""
+    rows = []
+    for t in _state(ctx).lake.log.topics():
+        for p in t.partitions:
+            rows.append(
+                [
+                    t.name,
+                    p.partition,
+                    p.start_offset,
+                    p.end_offset,
+                    p.records,
+                    human_bytes(p.bytes) if fmt == Format.table else p.bytes,
+                    t.config.retention_ms,
+                    t.config.retention_bytes,
+                    t.config.max_record_bytes,
+                ]
+            )
+    rows_out(
+        [
+            "topic",
+            "partition",
+            "start",
+            "end",
+            "records",
+            "bytes",
+            "retention_ms",
+            "retention_bytes",
+            "max_record_bytes",
+        ],
+        rows,
+        fmt,
+        title="Topics",
+    )
+
+
+@log_app.command("groups")
+def log_groups(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
+    """Consumer groups: members, committed offsets and lag per partition."""
+    rows = []
+    for g in _state(ctx).lake.log.groups():
+        for p in g.partitions:
+            rows.append([g.group, p.topic, p.partition, p.committed, p.end_offset, p.lag, p.owner or ""])
+        if not g.partitions:
+            rows.append([g.group, "", "", "", "", "", ""])
+    rows_out(["group", "topic", "partition", "committed", "end", "lag", "member"], rows, fmt, title="Groups")
+
+
+@log_app.command("create")
+def log_create(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic name")],
+    partitions: Annotated[int, typer.Option(help="Number of partitions")] = 4,
+    retention: Annotated[str | None, typer.Option(help="Keep records this long, e.g. 7d")] = None,
+    retention_bytes: Annotated[
+        str | None, typer.Option(help="Keep at most this much per partition, e.g. 10GB")
+    ] = None,
+    max_record_bytes: Annotated[str, typer.Option(help="Largest record accepted")] = "1MiB",
+) -> None:
+    """Create a topic (or change retention of an existing one)."""
+    from .log import TopicConfig
+    from .timeutil import parse_duration, parse_size
+
+    cfg = TopicConfig(
+        partitions=partitions,
+        retention_ms=int(parse_duration(retention, "--retention").total_seconds() * 1000)
+        if retention
+        else None,
+        retention_bytes=parse_size(retention_bytes, "--retention-bytes") if retention_bytes else None,
+        max_record_bytes=parse_size(max_record_bytes, "--max-record-bytes"),
+    )
+    lg = _state(ctx).lake.log
+    if any(t.name == topic for t in lg.topics()):
+        lg.alter_topic(
+            topic,
+            retention_ms=cfg.retention_ms,
+            retention_bytes=cfg.retention_bytes,  # type: ignore[attr-defined]
+            max_record_bytes=cfg.max_record_bytes,
+        )
+        err_console.print(f"updated topic {topic}")
+    else:
+        lg.create_topic(topic, cfg, exist_ok=False)
+        err_console.print(f"created topic {topic} with {partitions} partitions")
+
+
+@log_app.command("retention")
+def log_retention(ctx: typer.Context) -> None:
+    """Apply every topic's retention now (it also runs periodically while producing)."""
+    n = _state(ctx).lake.log.enforce_retention()
+    err_console.print(f"removed {n} records past retention")
+
+
+@log_app.command("produce")
+def log_produce(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic")],
+    files: Annotated[list[Path], typer.Argument(help="Files; each becomes one record")],
+    key: Annotated[str | None, typer.Option(help="Record key (the camera id for frames)")] = None,
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="Header name=value")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Publish files as raw records."""
+    headers = []
+    for h in header or []:
+        name, sep, value = h.partition("=")
+        if not sep or not name:
+            raise InputError(f"invalid --header {h!r}: expected name=value")
+        headers.append((name, value.encode()))
+    payloads = []
+    for f in files:  # read everything first: a missing file means nothing is sent
+        try:
+            payloads.append(f.read_bytes())
+        except OSError as e:
+            raise InputError(f"cannot read {f}: {e.strerror}") from None
+    with _state(ctx).lake.log.producer() as prod:
+        for data in payloads:
+            prod.send(topic, data, key=key.encode() if key else None, headers=headers)
+        meta = prod.flush()
+    rows_out(
+        ["file", "topic", "partition", "offset"],
+        [[str(f), m.topic, m.partition, m.offset] for f, m in zip(files, meta, strict=True)],
+        fmt,
+    )
+
+
+@log_app.command("consume")
+def log_consume(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic")],
+    group: Annotated[str | None, typer.Option(help="Consume as this group and commit")] = None,
+    start: Annotated[
+        str, typer.Option("--from", help="earliest or latest (for a new group or no group)")
+    ] = "earliest",
+    limit: Annotated[int | None, typer.Option(help="Stop after this many records")] = None,
+    timeout: Annotated[float, typer.Option(help="Stop after this many seconds without records")] = 2.0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write each value to a file in this folder")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Read records: one line each (partition, offset, time, key, size, headers)."""
+    from .frames import CONTENT_TYPE
+
+    if start not in ("earliest", "latest"):
+        raise InputError(f"--from must be earliest or latest, got {start!r}")
+    lg = _state(ctx).lake.log
+    lg.topic_config(topic)  # a clear error for an unknown topic
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with lg.consumer([topic], group=group, offset_reset=start) as cons:
+        idle_since = time.monotonic()
+        while limit is None or len(rows) < limit:
+            recs = cons.poll(min(100, (limit or 100) - len(rows)) if limit else 100, timeout=0.2)
+            if not recs:
+                if time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            for r in recs:
+                path = ""
+                if out is not None:
+                    ext = (
+                        ".jpg"
+                        if r.header("content-type") == CONTENT_TYPE or r.value[:2] == b"\xff\xd8"
+                        else (".json" if r.value[:1] in (b"{", b"[") else ".bin")
+                    )
+                    p = out / f"{r.topic}-{r.partition}-{r.offset}{ext}"
+                    p.write_bytes(r.value)
+                    path = str(p)
+                rows.append(
+                    [
+                        r.partition,
+                        r.offset,
+                        r.timestamp_ms,
+                        (r.key or b"").decode(errors="replace"),
+                        len(r.value),
+                        json.dumps({k: v.decode(errors="replace") for k, v in r.headers}),
+                        path,
+                    ]
+                )
+            if group:
+                cons.commit()
+    rows_out(
+        ["partition", "offset", "timestamp_ms", "key", "bytes", "headers", "file"],
+        rows,
+        fmt,
+        title=f"{len(rows)} records from {topic}",
+    )
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    fps: Annotated[float, typer.Option(help="Frames per second sampled from each video")] = 6.0,
+    resize: Annotated[str, typer.Option(help="Frame size WxH")] = "480x352",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """End to end on sample videos: ingest two cameras, run face and person workers, query the catalog."""
+    from .demo import print_summary, run_demo
+
+    st = _state(ctx)
+    summary = run_demo(st.lake, st.global_argv(), fps=fps, resize=resize, progress=_progress())
+    print_summary(summary, fmt)
+
+
+def main() -> None:
+    """Entry point: map visionlake errors to a message and an exit code (usage errors are Typer's: 2)."""
+    try:
+        app(prog_name="visionlake")
+    except VisionlakeError as e:
+        err_console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(e.exit_code)

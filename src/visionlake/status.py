@@ -1,0 +1,27 @@
+"""What `visionlake status` and the demo report: cameras, topics, groups with lag, model versions."""
+
+from __future__ import annotations
+
+from .lake import Lake
+
+
+def lake_status(lake: Lake) -> dict:
+    counts = lake.catalog.counts()
+    return {
+        "lake": str(lake.root),
+        "log": lake.log.url,
+        "catalog": lake.catalog.url,
+        "archive": lake.archive.url,
+        "cameras": [
+            {"camera": c, "frames": n, "first": str(a), "last": str(b)} for c, n, a, b in counts["cameras"]
+        ],
+        "topics": [
+            {"topic": t.name, "partitions": len(t.partitions), "records": t.records, "bytes": t.bytes}
+            for t in lake.log.topics()
+        ],
+        "groups": [{"group": g.group, "members": len(g.members), "lag": g.lag} for g in lake.log.groups()],
+        "models": [
+            {"model": m, "model_version": v, "frames": n, "detections": int(d or 0)}
+            for m, v, n, d in counts["models"]
+        ],
+    }
