@@ -261,7 +261,7 @@ def test_three_workers_share_the_stream_and_survive_a_kill(lake):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (out, err) in zip(procs[1:], outs, strict=True):
+    for p, (_out, err) in zip(procs[1:], outs, strict=True):
         assert p.returncode == 0, err
     survivors = [json.loads(o) for o, _ in outs]
     assert all(s["processed"] > 0 for s in survivors)  # both shared the work

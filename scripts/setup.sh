@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything visionlake needs on a fresh Debian/Ubuntu machine: the sample media
+# (Debian's opencv-doc), a virtual environment in .venv and the package with the given extras.
+# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh test,yuface
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-yuface}"
+PYTHON="${PYTHON:-python3}"
+
+need_apt=()
+dpkg -s opencv-doc >/dev/null 2>&1 || need_apt+=(opencv-doc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing ${need_apt[*]} (sample videos and images) with apt-get"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
+echo "visionlake installed in .venv (extras: ${extras})"
