@@ -101,7 +101,7 @@ def _one_round(values: list[bytes], keys: list[bytes], tmp: Path) -> dict[str, f
 
 def run(quick: bool, tmp: Path) -> list[dict]:
     n = 5_000 if quick else 20_000
-    rounds = 1 if quick else 3
+    rounds = 3
     frames = common.jpeg_frames(SIZE, QUALITY)
     values = common.cycle(frames, n)
     cams = [c.encode() for c in common.cameras_on_distinct_partitions(4)]

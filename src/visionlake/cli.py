@@ -663,8 +663,8 @@ def log_consume(
 @app.command()
 def demo(
     ctx: typer.Context,
-    fps: Annotated[float, typer.Option(help="Frames per second sampled from each video")] = 6.0,
-    resize: Annotated[str, typer.Option(help="Frame size WxH")] = "480x352",
+    fps: Annotated[float, typer.Option(help="Frames per second sampled from each video")] = 5.0,
+    resize: Annotated[str, typer.Option(help="Frame size WxH")] = "384x288",
     fmt: FormatOpt = Format.table,
 ) -> None:
     """End to end on sample videos: ingest two cameras, run face and person workers, query the catalog."""

@@ -17,7 +17,7 @@ from .errors import SourceError
 from .ingest.publish import ingest
 from .ingest.sources import VideoFileSource, parse_size
 from .lake import Lake
-from .output import Format, console, record_out, rows_out
+from .output import Format, console, human_bytes, record_out, rows_out
 from .workers import scaling
 
 SAMPLE_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
@@ -93,21 +93,22 @@ def print_summary(summary: dict, fmt: Format) -> None:
     console.rule("[bold]visionlake demo")
     rows_out(
         ["camera", "frames", "bytes", "fps", "errors"],
-        [[i["camera"], i["frames"], i["bytes"], i["fps"], len(i["errors"])] for i in summary["ingested"]],
+        [
+            [i["camera"], i["frames"], human_bytes(i["bytes"]), i["fps"], len(i["errors"])]
+            for i in summary["ingested"]
+        ],
         title="Frames ingested",
     )
     rows_out(
-        ["worker", "model", "version", "processed", "detections", "dead-lettered", "frames/s", "per camera"],
+        ["worker", "model", "processed", "detections", "dead-lettered", "frames/s"],
         [
             [
                 w["worker"],
-                w["model"],
-                w["model_version"],
+                f"{w['model']} {w['model_version']}",
                 w["processed"],
                 w["detections"],
                 w["dead_lettered"],
                 w["fps"],
-                ", ".join(f"{k}: {v}" for k, v in sorted(w["per_camera"].items())),
             ]
             for w in summary["workers"]
         ],

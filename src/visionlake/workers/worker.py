@@ -45,18 +45,20 @@ class WorkerStats:
     dead_lettered: int = 0
     beyond_range: int = 0  # records past --to, left alone
     detections: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the run, idle waits included
+    busy_seconds: float = 0.0  # time spent handling batches: what frames/s is measured against
     per_camera: dict[str, int] = field(default_factory=dict)
     dlq_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
+        return self.processed / self.busy_seconds if self.busy_seconds > 0 else 0.0
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items()}
         d["fps"] = round(self.fps, 2)
         d["seconds"] = round(self.seconds, 3)
+        d["busy_seconds"] = round(self.busy_seconds, 3)
         return d
 
 
@@ -141,6 +143,7 @@ class Worker:
                     continue
                 last_data = time.monotonic()
                 self._handle(records, consumer, producer)
+                self.stats.busy_seconds += time.monotonic() - last_data
                 if self.on_batch is not None:
                     self.on_batch(self.stats)
         finally:
