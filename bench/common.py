@@ -74,6 +74,14 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
+def loadavg() -> float:
+    """1-minute load average (other processes on the machine skew wall-clock numbers)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 class Timer:
     """`with Timer() as t: ...` then `t.seconds` (perf_counter)."""
 

@@ -50,11 +50,17 @@ def _bench_one(name: str, size: tuple[int, int], n: int, tmp: Path) -> dict:
     for j in jpegs[:3]:  # warm-up (first-call allocations, OpenCV thread pool)
         det.detect(common.decode(j))
 
-    # -- bare OpenCV loop ----------------------------------------------------------------------
-    ndet_bare = 0
-    with Timer() as bare:
-        for j in jpegs:
-            ndet_bare += len(det.detect(common.decode(j)))
+    def bare_loop(frames: list[bytes]) -> tuple[float, float, int]:
+        found = 0
+        cpu = time.process_time()
+        with Timer() as t:
+            for j in frames:
+                found += len(det.detect(common.decode(j)))
+        return t.seconds, time.process_time() - cpu, found
+
+    # -- bare OpenCV loop, half of the frames before the worker and half after (brackets drift in
+    # machine load: other processes share these 2 cores) --------------------------------------
+    b1_s, b1_cpu, b1_n = bare_loop(jpegs[0::2])
 
     # -- real worker over a temp lake ----------------------------------------------------------
     lake_dir = tmp / f"worker-{name}"
@@ -73,17 +79,23 @@ def _bench_one(name: str, size: tuple[int, int], n: int, tmp: Path) -> dict:
         idle_timeout=IDLE_TIMEOUT,
         on_batch=lambda _st: marks.append(time.perf_counter()),
     )
+    cpu0 = time.process_time()
     start = time.perf_counter()
     stats = worker.run()
+    worker_cpu = time.process_time() - cpu0
     lake.close()
+    b2_s, b2_cpu, b2_n = bare_loop(jpegs[1::2])
+    bare_s, bare_cpu, ndet_bare = b1_s + b2_s, b1_cpu + b2_cpu, b1_n + b2_n
     if stats.processed != n or stats.dead_lettered:
         raise RuntimeError(f"{name}: worker processed {stats.processed}/{n}, {stats.dead_lettered} dead-lettered")
     worker_s = marks[-1] - start
     return {
-        "bare_fps": n / bare.seconds,
+        "bare_fps": n / bare_s,
         "worker_fps": n / worker_s,
         "worker_s": worker_s,
-        "bare_s": bare.seconds,
+        "bare_s": bare_s,
+        "worker_cpu": worker_cpu,
+        "bare_cpu": bare_cpu,
         "stats_fps": n / (stats.seconds - IDLE_TIMEOUT),
         "stats_seconds": stats.seconds,
         "detections": stats.detections,
@@ -119,12 +131,15 @@ def run(quick: bool, tmp: Path) -> list[dict]:
                 bare_seconds=r["bare_s"],
                 worker_fps_from_stats=r["stats_fps"],
                 per_frame_overhead_ms=(r["worker_s"] - r["bare_s"]) / n * 1000,
+                cpu_ratio=r["bare_cpu"] / r["worker_cpu"],
+                per_frame_cpu_overhead_ms=(r["worker_cpu"] - r["bare_cpu"]) / n * 1000,
+                loadavg_1m=common.loadavg(),
                 detections=r["detections"],
                 detections_bare=r["detections_bare"],
                 notes=(
                     "worker time = run() call to the end of the last batch (on_batch hook, after catalog "
                     "write + event flush + offset commit): includes group join and catalog setup, excludes "
-                    f"the idle tail; worker_fps_from_stats = processed / (stats.seconds - {IDLE_TIMEOUT}) "
+                    f"the idle tail; the bare loop runs half its frames before the worker and half after; cpu_ratio = bare CPU s / worker CPU s (process_time, all threads), less sensitive to other load on the machine; worker_fps_from_stats = processed / (stats.seconds - {IDLE_TIMEOUT}) "
                     "still includes up to one 0.25 s poll and the close"
                 ),
             )

@@ -28,7 +28,7 @@ from rich.progress import (
 from . import __version__
 from .errors import InputError, VisionlakeError
 from .lake import FRAMES_TOPIC, Lake
-from .output import Format, err_console, human_bytes, record_out, rows_out
+from .output import Format, console, err_console, human_bytes, record_out, rows_out
 
 app = typer.Typer(
     name="visionlake",
@@ -297,12 +297,22 @@ def worker(
     if processes > 1:
         from .workers import scaling
 
-        args = sys.argv[sys.argv.index("worker") + 1 :]
-        i = args.index("--processes")
-        args = args[:i] + args[i + 2 :]
-        fi = [k for k, a in enumerate(args) if a in ("--format", "-f")]
-        for k in reversed(fi):
-            del args[k : k + 2]
+        args = [
+            "--detector",
+            detector,
+            "--topic",
+            topic,
+            "--from",
+            start,
+            "--idle-timeout",
+            str(idle_timeout),
+            "--batch-size",
+            str(batch_size),
+        ]
+        args += [x for p in param or [] for x in ("--param", p)]
+        args += ["--group", group] if group else []
+        args += ["--until-idle"] if until_idle else []
+        args += ["--max-frames", str(max_frames)] if max_frames is not None else []
         results = scaling.collect(scaling.spawn(_state(ctx).global_argv(), args, processes))
         keys = ["worker", "processed", "reused", "dead_lettered", "detections", "fps", "seconds"]
         rows_out(keys, [[r[k] for k in keys] for r in results], fmt, title=f"{processes} workers")
@@ -455,7 +465,7 @@ def status(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     if fmt == Format.json:
         print(json.dumps(st, default=str))
         return
-    err_console.print(f"lake {st['lake']}  log {st['log']}  catalog {st['catalog']}  archive {st['archive']}")
+    console.print(f"lake {st['lake']}  log {st['log']}  catalog {st['catalog']}  archive {st['archive']}")
     for key in ("cameras", "topics", "groups", "models"):
         items = st[key]
         cols = list(items[0]) if items else [key]

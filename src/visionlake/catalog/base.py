@@ -288,7 +288,7 @@ class SqlCatalog(Catalog):
                 sa.select(
                     f.frame_id, f.camera, f.captured_at, r.model, r.model_version, count.label("count"), f.uri
                 )
-                .join(r, r.frame_id == f.frame_id)
+                .join(S.results, r.frame_id == f.frame_id)
                 .outerjoin(S.detections, join_on)
                 .group_by(f.frame_id, f.camera, f.captured_at, r.model, r.model_version, f.uri)
                 .having(count >= flt.min_count)
@@ -342,7 +342,7 @@ class SqlCatalog(Catalog):
             ).all()
             per_camera_model = conn.execute(
                 sa.select(f.camera, r.model, r.model_version, sa.func.count(), sa.func.sum(r.n_detections))
-                .join(r, r.frame_id == f.frame_id)
+                .join(S.results, r.frame_id == f.frame_id)
                 .group_by(f.camera, r.model, r.model_version)
                 .order_by(f.camera, r.model, r.model_version)
             ).all()
