@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import exc as sa_exc
 from media import jpeg, video_frames
 
 from visionlake.archive import Archive
@@ -41,12 +40,6 @@ DESIGN_COLUMNS = {
     "results": ["frame_id", "model", "model_version", "n_detections", "processed_at", "latency_ms"],
     "detections": ["frame_id", "model", "model_version", "label", "score", "x1", "y1", "x2", "y2"],
 }
-
-
-JOIN_BUG = (
-    "catalog/base.py search() and counts(): .join(r, ...) passes S.results.c (a column collection) "
-    "instead of the S.results table, so SQLAlchemy raises ArgumentError"
-)
 
 
 def dets(*items: tuple[str, float, tuple[float, float, float, float]]) -> Detections:
@@ -151,7 +144,10 @@ def test_schema_has_version_1_and_the_design_columns(catalog, db):
     for table, columns in DESIGN_COLUMNS.items():
         info = rows(db, f"PRAGMA table_info({table})")
         assert [c[1] for c in info] == columns, table
-    pk = {t: [c[1] for c in sorted(rows(db, f"PRAGMA table_info({t})"), key=lambda c: c[5]) if c[5]] for t in DESIGN_COLUMNS}
+    pk = {
+        t: [c[1] for c in sorted(rows(db, f"PRAGMA table_info({t})"), key=lambda c: c[5]) if c[5]]
+        for t in DESIGN_COLUMNS
+    }
     assert pk["frames"] == ["frame_id"]
     assert pk["results"] == ["frame_id", "model", "model_version"]
     assert pk["models"] == ["model", "model_version"]
@@ -247,12 +243,19 @@ def test_rewrite_replaces_detections_of_that_model_version(catalog, db):
     m = meta("cam", 1)
     catalog.write_results([result(m, dets(("face", 0.9, (1, 2, 3, 4)), ("face", 0.8, (5, 6, 7, 8))))])
     catalog.write_results([result(m, dets(("face", 0.95, (1, 2, 3, 4))), version="2")])  # another version
-    later = result(m, dets(("cat", 0.6, (10, 10, 20, 20)), ("dog", 0.4, (0, 0, 9, 9)), ("dog", 0.3, (1, 1, 2, 2))))
+    later = result(
+        m, dets(("cat", 0.6, (10, 10, 20, 20)), ("dog", 0.4, (0, 0, 9, 9)), ("dog", 0.3, (1, 1, 2, 2)))
+    )
     catalog.write_results([later])
-    assert rows(db, "SELECT model_version, n_detections FROM results ORDER BY model_version") == [("1", 3), ("2", 1)]
-    assert rows(
-        db, "SELECT label, score FROM detections WHERE model_version = '1' ORDER BY score DESC"
-    ) == [("cat", pytest.approx(0.6)), ("dog", pytest.approx(0.4)), ("dog", pytest.approx(0.3))]
+    assert rows(db, "SELECT model_version, n_detections FROM results ORDER BY model_version") == [
+        ("1", 3),
+        ("2", 1),
+    ]
+    assert rows(db, "SELECT label, score FROM detections WHERE model_version = '1' ORDER BY score DESC") == [
+        ("cat", pytest.approx(0.6)),
+        ("dog", pytest.approx(0.4)),
+        ("dog", pytest.approx(0.3)),
+    ]
     assert rows(db, "SELECT count(*) FROM detections WHERE model_version = '2'") == [(1,)]
     catalog.write_results([result(m, Detections.empty())])  # found nothing this time
     assert rows(db, "SELECT n_detections FROM results WHERE model_version = '1'") == [(0,)]
@@ -260,11 +263,6 @@ def test_rewrite_replaces_detections_of_that_model_version(catalog, db):
     assert rows(db, "SELECT count(*) FROM frames") == [(1,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog/base.py write_results: results are de-duplicated per (frame_id, model, version) "
-    "but det_rows is built from every batch entry, so a frame twice in one batch gets its detections twice",
-)
 def test_a_frame_twice_in_one_batch_leaves_one_set_of_detections(catalog, db):
     """A retried publish puts the same frame (same deterministic id) twice on the log: one poll can
     return both records, and the worker passes both results to one write_results call."""
@@ -287,11 +285,12 @@ def test_existing_results_returns_stored_detections(catalog, filled):
     assert d2.xyxy.tolist() == [[10, 20, 50, 80]] * 2
     assert d2.score == pytest.approx([0.9, 0.9])
     assert catalog.existing_results(ids, "haar-face", "2") == {}
-    assert list(catalog.existing_results([a[0].frame_id], "hog-person", "1")[a[0].frame_id].label) == ["person"]
+    assert list(catalog.existing_results([a[0].frame_id], "hog-person", "1")[a[0].frame_id].label) == [
+        "person"
+    ]
     assert catalog.existing_results([], "haar-face", "1") == {}
 
 
-@pytest.mark.xfail(strict=True, raises=sa_exc.ArgumentError, reason=JOIN_BUG)
 def test_counts(catalog, filled):
     c = catalog.counts()
     assert [(cam, n) for cam, n, *_ in c["cameras"]] == [("cam-a", 3), ("cam-b", 2)]
@@ -341,7 +340,6 @@ def test_search_by_camera(catalog, archived):
     assert found(camera="nowhere") == []
 
 
-@pytest.mark.xfail(strict=True, raises=sa_exc.ArgumentError, reason=JOIN_BUG)
 def test_search_by_label_and_count(catalog, archived):
     _, frames = archived
     ids = [m.frame_id for m, _, _ in frames]
@@ -361,7 +359,6 @@ def test_search_by_label_and_count(catalog, archived):
     assert [r[count] for r in res.rows] == [2, 3]
 
 
-@pytest.mark.xfail(strict=True, raises=sa_exc.ArgumentError, reason=JOIN_BUG)
 def test_search_by_model_and_version(catalog, archived):
     _, frames = archived
     ids = [m.frame_id for m, _, _ in frames]
@@ -441,7 +438,8 @@ def test_query_refuses_writes_with_a_clear_message(tmp_path, catalog, db, filled
 
 
 @pytest.mark.parametrize(
-    "sql", ["SELECT 1; SELECT 2", "SELECT count(*) FROM frames; DELETE FROM frames", "SELECT 1;;DROP TABLE results"]
+    "sql",
+    ["SELECT 1; SELECT 2", "SELECT count(*) FROM frames; DELETE FROM frames", "SELECT 1;;DROP TABLE results"],
 )
 def test_query_refuses_two_statements(catalog, db, filled, sql):
     before = snapshot(db)
@@ -543,11 +541,19 @@ def test_two_processes_writing_the_same_frames_leave_no_duplicates(tmp_path):
         p.start()
     for p in procs:
         p.join(120)
+        if p.is_alive():  # never leave a stuck child behind
+            p.kill()
+            p.join()
     assert [p.exitcode for p in procs] == [0, 0]
     assert rows(db, "SELECT count(*), count(DISTINCT frame_id) FROM frames") == [(24, 24)]
     assert rows(db, "SELECT count(*) FROM results") == [(48,)]  # 24 frames x 2 versions
-    assert rows(db, "SELECT count(*) FROM (SELECT 1 FROM results GROUP BY frame_id, model, model_version HAVING count(*) > 1)") == [(0,)]
+    twice = "SELECT 1 FROM results GROUP BY frame_id, model, model_version HAVING count(*) > 1"
+    assert rows(db, f"SELECT count(*) FROM ({twice})") == [(0,)]
     expected = sum(i % 3 for i in range(24)) * 2
     assert rows(db, "SELECT count(*) FROM detections") == [(expected,)]
-    assert rows(db, "SELECT count(*) FROM results r WHERE n_detections != (SELECT count(*) FROM detections d WHERE d.frame_id = r.frame_id AND d.model = r.model AND d.model_version = r.model_version)") == [(0,)]
+    stored = (
+        "SELECT count(*) FROM detections d WHERE d.frame_id = r.frame_id "
+        "AND d.model = r.model AND d.model_version = r.model_version"
+    )
+    assert rows(db, f"SELECT count(*) FROM results r WHERE n_detections != ({stored})") == [(0,)]
     assert rows(db, "SELECT count(*) FROM schema_version") == [(1,)]

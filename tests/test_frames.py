@@ -28,7 +28,16 @@ from visionlake.types import Record
 T0 = datetime(2026, 11, 3, 12, 30, 15, 250_000, tzinfo=UTC)
 
 #: The header names DESIGN.md promises on every frame record.
-DESIGN_HEADERS = {"vl-frame-id", "vl-camera", "vl-seq", "vl-ts", "vl-width", "vl-height", "content-type", "vl-schema"}
+DESIGN_HEADERS = {
+    "vl-frame-id",
+    "vl-camera",
+    "vl-seq",
+    "vl-ts",
+    "vl-width",
+    "vl-height",
+    "content-type",
+    "vl-schema",
+}
 
 SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 

@@ -6,6 +6,7 @@ one safe path segment: no key can climb out of the archive root whatever the cam
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import datetime
@@ -19,16 +20,26 @@ _SAFE = re.compile(r"[A-Za-z0-9_\-]")
 _FRAME_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
 
+MAX_SEGMENT = 200  # bytes; file systems allow 255
+
+
 def escape_segment(text: str) -> str:
-    """Percent-encode everything but [A-Za-z0-9_-] (dots too, so '.' and '..' cannot appear)."""
+    """Percent-encode everything but [A-Za-z0-9_-] (dots too, so '.' and '..' cannot appear).
+
+    A segment too long for a file name is cut and suffixed with `~` and a hash of the whole text
+    (`~` never appears in escaped output, so distinct texts stay distinct).
+    """
     out = "".join(c if _SAFE.match(c) else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
     if not out:
         raise ArchiveError("empty path segment")
+    if len(out) > MAX_SEGMENT:
+        digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        out = out[: MAX_SEGMENT - 17] + "~" + digest
     return out
 
 
 def check_frame_id(frame_id: str) -> str:
-    if not _FRAME_ID.match(frame_id):
+    if not _FRAME_ID.fullmatch(frame_id):
         raise ArchiveError(f"invalid frame id {frame_id!r}: use 1-128 of A-Z a-z 0-9 _ -")
     return frame_id
 

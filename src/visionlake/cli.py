@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -161,7 +162,7 @@ def _run_ingest(
     d["bytes"] = human_bytes(stats.bytes) if fmt == Format.table else stats.bytes
     record_out(d, fmt, title=f"Ingested camera {camera}")
     for src, reason in stats.errors if fmt == Format.table else []:
-        err_console.print(f"[yellow]skipped[/] {src}: {reason}")
+        err_console.print(f"[yellow]skipped[/] {escape(src)}: {escape(reason)}", soft_wrap=True)
 
 
 def _check_quality(q: int) -> int:
@@ -690,5 +691,5 @@ def main() -> None:
     try:
         app(prog_name="visionlake")
     except VisionlakeError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

@@ -212,10 +212,9 @@ class SqlCatalog(Catalog):
                 x2=float(b[2]),
                 y2=float(b[3]),
             )
-            for r in batch
-            for fid, m, v in [(r.meta.frame_id, r.model, r.model_version)]
+            for (fid, m, v), r in {(r.meta.frame_id, r.model, r.model_version): r for r in batch}.items()
             for b, s, lab in zip(r.detections.xyxy, r.detections.score, r.detections.label, strict=True)
-        ]
+        ]  # a frame twice in one batch (re-delivered) keeps its last set of detections only
         ins_result = self._insert(S.results)
         with self.engine.begin() as conn:
             self._lock_for_write(conn)

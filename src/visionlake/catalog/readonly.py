@@ -78,9 +78,10 @@ def run_readonly(db: Path, sql: str, *, max_rows: int, timeout: float) -> QueryR
         columns = [d[0] for d in cur.description or []]
         rows = cur.fetchmany(max_rows + 1)
     except sqlite3.DatabaseError as e:
-        if refused:
+        if refused:  # name the statement's own action, not SQLite's internal sqlite_master edits
+            what = next((r for r in refused if "sqlite_master" not in r), refused[0])
             raise ReadOnlyViolation(
-                f"refused: the catalog is read-only for queries ({refused[0]} is not allowed); nothing was changed"
+                f"refused: the catalog is read-only for queries ({what} is not allowed); nothing was changed"
             ) from None
         msg = str(e)
         if "interrupted" in msg:
