@@ -15,7 +15,7 @@ import pytest
 from visionlake.detectors import Detector, list_detectors, load_detector, parse_params
 from visionlake.detectors.haar import HaarFaceDetector
 from visionlake.detectors.hog import HogPersonDetector
-from visionlake.errors import InputError, UnknownDetector, VisionlakeError
+from visionlake.errors import InputError, MissingDependency, UnknownDetector, VisionlakeError
 from visionlake.types import Detections
 
 MEDIA_DIRS = [Path("/usr/share/doc/opencv-doc/examples/data")]
@@ -269,6 +269,18 @@ def test_list_detectors_reports_the_bundled_three():
         assert info.available and info.problem is None, info
         assert info.version == "1" and info.defaults and info.summary
     assert infos["haar-face"].defaults == HaarFaceDetector.defaults
+
+
+def test_missing_yuface_extra_gives_install_hint(monkeypatch):
+    """With `yuface` not importable (sys.modules[name] = None is how Python spells that), the listing
+    still works and says how to install it, and loading raises MissingDependency."""
+    monkeypatch.setitem(sys.modules, "yuface", None)
+    infos = {info.name: info for info in list_detectors()}
+    assert infos["haar-face"].available and infos["hog-person"].available
+    assert not infos["yuface"].available
+    assert "pip install 'visionlake[yuface]'" in infos["yuface"].problem
+    with pytest.raises(MissingDependency, match=r"visionlake\[yuface\]"):
+        load_detector("yuface")
 
 
 def test_load_unknown_detector_lists_installed():

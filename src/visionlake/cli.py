@@ -287,6 +287,9 @@ def worker(
     max_frames: Annotated[int | None, typer.Option(help="Exit after this many frames")] = None,
     batch_size: Annotated[int, typer.Option(help="Records per poll")] = 8,
     processes: Annotated[int, typer.Option(help="Run this many worker processes in the group")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="OpenCV threads per worker [default: OpenCV's; 1 with --processes]")
+    ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a detector over the frames topic as a member of a consumer group."""
@@ -309,6 +312,8 @@ def worker(
             str(idle_timeout),
             "--batch-size",
             str(batch_size),
+            "--threads",
+            str(threads or 1),
         ]
         args += [x for p in param or [] for x in ("--param", p)]
         args += ["--group", group] if group else []
@@ -328,6 +333,7 @@ def worker(
         until_idle=until_idle,
         idle_timeout=idle_timeout,
         max_frames=max_frames,
+        threads=threads,
     )
     _run_worker(ctx, w, fmt, f"{det.name} {det.model_version}")
 
@@ -674,8 +680,8 @@ def log_consume(
 @app.command()
 def demo(
     ctx: typer.Context,
-    fps: Annotated[float, typer.Option(help="Frames per second sampled from each video")] = 5.0,
-    resize: Annotated[str, typer.Option(help="Frame size WxH")] = "384x288",
+    fps: Annotated[float, typer.Option(help="Frames per second sampled from each video")] = 2.0,
+    resize: Annotated[str | None, typer.Option(help="Frame size WxH [default: native]")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """End to end on sample videos: ingest two cameras, run face and person workers, query the catalog."""

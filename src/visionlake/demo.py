@@ -49,7 +49,9 @@ def find_samples() -> dict[str, Path]:
     )
 
 
-def run_demo(lake: Lake, global_argv: list[str], *, fps: float, resize: str, progress: Progress) -> dict:
+def run_demo(
+    lake: Lake, global_argv: list[str], *, fps: float, resize: str | None, progress: Progress
+) -> dict:
     samples = find_samples()
     size = parse_size(resize)
     start = time.monotonic()
@@ -58,7 +60,9 @@ def run_demo(lake: Lake, global_argv: list[str], *, fps: float, resize: str, pro
     procs = [
         p
         for det in WORKERS
-        for p in scaling.spawn(global_argv, ["--detector", det, "--until-idle", "--idle-timeout", "5"])
+        for p in scaling.spawn(
+            global_argv, ["--detector", det, "--until-idle", "--idle-timeout", "5", "--threads", "1"]
+        )
     ]
     ingested = []
     with progress:

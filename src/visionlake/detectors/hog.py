@@ -26,7 +26,7 @@ class HogPersonDetector(Detector):
         "padding": 8,
         "scale": 1.05,
         "hit_threshold": 0.0,
-        "max_width": 640,
+        "max_width": 800,  # people in 768-wide surveillance frames are near the 64x128 window already
         "nms_threshold": 0.45,
         "min_score": 0.3,
     }

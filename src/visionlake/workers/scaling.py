@@ -8,6 +8,7 @@ each child's JSON summary and forwards SIGINT/SIGTERM so every child finishes it
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,10 +29,13 @@ def worker_command(global_args: Sequence[str], worker_args: Sequence[str]) -> li
 
 
 def spawn(global_args: Sequence[str], worker_args: Sequence[str], n: int = 1) -> list[WorkerProcess]:
+    """Start `n` workers. Each gets one OpenMP thread: processes, not threads, share the cores."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = []
     for _ in range(n):
         cmd = worker_command(global_args, worker_args)
-        out.append(WorkerProcess(cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        out.append(WorkerProcess(cmd, proc))
     return out
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import cv2
 import numpy as np
 
 from ..catalog import FrameResult
@@ -90,6 +91,7 @@ class Worker:
         name: str | None = None,
         version: str | None = None,
         on_batch: Callable[[WorkerStats], None] | None = None,
+        threads: int | None = None,
     ) -> None:
         self.lake = lake
         self.detector = detector
@@ -105,6 +107,7 @@ class Worker:
         self.until_ms = until_ms
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.on_batch = on_batch
+        self.threads = threads  # OpenCV threads; 1 when several workers share the cores
         self._stop = False
         self.stats = WorkerStats(self.name, self.model, self.model_version, self.group)
 
@@ -113,6 +116,8 @@ class Worker:
         self._stop = True
 
     def run(self) -> WorkerStats:
+        if self.threads is not None:
+            cv2.setNumThreads(self.threads)
         lake = self.lake
         lake.log.ensure_topic(self.topic)
         self.max_bytes = lake.log.topic_config(self.topic).max_record_bytes
