@@ -25,14 +25,13 @@ from pathlib import Path
 
 import common
 from common import emit, percentile, say
+from worker_throughput import available
 
 from visionlake.detectors import load_detector
 from visionlake.ingest.publish import FramePublisher
 from visionlake.ingest.sources import CapturedFrame
 from visionlake.lake import FRAMES_TOPIC, Lake
 from visionlake.workers import scaling
-
-from worker_throughput import available
 
 SIZE = (320, 240)
 QUALITY = 90
@@ -60,7 +59,9 @@ def camera_thread(errors: list, *args: object) -> None:
         errors.append(e)
 
 
-def camera(lake_dir: Path, cam: str, frames: list, jpegs: list[bytes], t_start: float, flush_ms: list) -> None:
+def camera(
+    lake_dir: Path, cam: str, frames: list, jpegs: list[bytes], t_start: float, flush_ms: list
+) -> None:
     # One Lake per camera thread: a SqliteLog's own connection is not safe to share between threads
     # (FramePublisher's ensure_topic on a shared Lake fails with "cannot start a transaction within a
     # transaction" when two threads create publishers at once).

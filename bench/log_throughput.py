@@ -41,17 +41,16 @@ def _one_round(values: list[bytes], keys: list[bytes], tmp: Path) -> dict[str, f
 
     # -- raw append baseline: write() per record, flush() where the producer flushes ------------
     raw_path = tmp / "raw.bin"
-    with Timer() as raw_w:
-        with open(raw_path, "ab") as f:
-            pending = pending_bytes = 0
-            for v in values:
-                f.write(v)
-                pending += 1
-                pending_bytes += len(v)
-                if pending >= batch_records or pending_bytes >= batch_bytes:
-                    f.flush()
-                    pending = pending_bytes = 0
-            f.flush()
+    with Timer() as raw_w, open(raw_path, "ab") as f:
+        pending = pending_bytes = 0
+        for v in values:
+            f.write(v)
+            pending += 1
+            pending_bytes += len(v)
+            if pending >= batch_records or pending_bytes >= batch_bytes:
+                f.flush()
+                pending = pending_bytes = 0
+        f.flush()
 
     # -- log produce ---------------------------------------------------------------------------
     with Timer() as log_w:
@@ -64,10 +63,9 @@ def _one_round(values: list[bytes], keys: list[bytes], tmp: Path) -> dict[str, f
 
     # -- raw read baseline: record-sized chunks --------------------------------------------------
     got = 0
-    with Timer() as raw_r:
-        with open(raw_path, "rb") as f:
-            for v in values:
-                got += len(f.read(len(v)))
+    with Timer() as raw_r, open(raw_path, "rb") as f:
+        for v in values:
+            got += len(f.read(len(v)))
     assert got == sum(map(len, values))
 
     # -- log consume: group consumer, poll(500) + commit per batch --------------------------------

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             module = __import__(BENCHMARKS[name])
             t = time.perf_counter()
-            common.say(f"== {name} ({'quick' if args.quick else 'full'}), load average {common.loadavg():.2f}")
+            common.say(
+                f"== {name} ({'quick' if args.quick else 'full'}), load average {common.loadavg():.2f}"
+            )
             try:
                 module.run(args.quick, tmp / name)
             except Exception as e:  # one broken benchmark must not hide the others
@@ -64,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             common.say(f"{name} took {time.perf_counter() - t:.1f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    common.say(f"total {time.perf_counter() - t0:.1f} s" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    common.say(
+        f"total {time.perf_counter() - t0:.1f} s" + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -97,7 +97,9 @@ def _bench_one(name: str, size: tuple[int, int], n: int, tmp: Path) -> dict:
     bare_s, bare_cpu, ndet_bare = bare["s"], bare["cpu"], bare["found"]
     worker_cpu = total_cpu - bare_cpu
     if stats.processed != n or stats.dead_lettered:
-        raise RuntimeError(f"{name}: worker processed {stats.processed}/{n}, {stats.dead_lettered} dead-lettered")
+        raise RuntimeError(
+            f"{name}: worker processed {stats.processed}/{n}, {stats.dead_lettered} dead-lettered"
+        )
     if bare["done"] != n:
         raise RuntimeError(f"{name}: bare loop saw {bare['done']} of {n} frames")
     worker_s = marks[-1] - start - bare_s

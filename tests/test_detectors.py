@@ -199,7 +199,7 @@ def test_model_version_changes_with_params():
     assert changed.model_version == "1+98bcde1b"  # stable across runs and machines (sha256 of sorted JSON)
     assert HaarFaceDetector(min_neighbors="3").model_version == changed.model_version
     assert HaarFaceDetector(min_neighbors=4).model_version not in ("1", changed.model_version)
-    assert HogPersonDetector(min_score="0.5").model_version == "1+b8bbec7e"
+    assert HogPersonDetector(min_score="0.5").model_version == "1+4e44be5d"
     assert HogPersonDetector(min_score="0.5").model_version != HogPersonDetector(min_score=0.6).model_version
 
 
