@@ -133,7 +133,7 @@ class SqliteLog(FrameLog):
         *,
         segment_bytes: int = 64 * 1024 * 1024,
         fsync: bool = False,
-        session_timeout: float = 10.0,
+        session_timeout: float = 30.0,
         heartbeat_interval: float = 0.5,
         default_config: TopicConfig | None = None,
         retention_check_interval: float = 60.0,
