@@ -11,6 +11,8 @@ from visionlake.lake import Lake
 from visionlake.log.base import FrameLog
 from visionlake.log.sqlite import SqliteLog
 
+pytest_plugins = ["servers.kafka", "servers.postgres", "servers.s3"]
+
 #: Frame-log backends the contract suite runs against; the Kafka backend adds itself here.
 LOG_BACKENDS = ["sqlite"]
 

@@ -1,0 +1,1 @@
+"""Session fixture for a real postgres server (filled in by the postgres backend work)."""
