@@ -6,7 +6,7 @@ demo:          ## install everything and run the end-to-end demo on the embedded
 	.venv/bin/visionlake demo
 
 test:          ## install everything and run the whole test suite
-	scripts/setup.sh test,yuface
+	scripts/setup.sh all,test
 	.venv/bin/python -m pytest -q
 
 lint:

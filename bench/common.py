@@ -42,6 +42,16 @@ def _round(x: float) -> float:
     return round(x, digits)
 
 
+def _round_all(v: object) -> object:
+    if isinstance(v, float):
+        return _round(v)
+    if isinstance(v, list | tuple):
+        return [_round_all(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _round_all(x) for k, x in v.items()}
+    return v
+
+
 def emit(
     metric: str,
     value: float,
@@ -64,7 +74,7 @@ def emit(
         "ratio": _round(float(ratio)),
     }
     for k, v in extra.items():
-        out[k] = _round(v) if isinstance(v, float) else v
+        out[k] = _round_all(v)
     print(json.dumps(out), flush=True)
     return out
 
@@ -80,6 +90,26 @@ def loadavg() -> float:
         return os.getloadavg()[0]
     except OSError:
         return float("nan")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a live process has used so far."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15 of stat)
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    total = sum(vals[:8])  # guest time is already counted in user
+    return (total - idle) / _TICK, total / _TICK
 
 
 class Timer:

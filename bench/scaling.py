@@ -12,8 +12,9 @@ group rebalance are therefore not timed. Then all frames are published in one pr
 (4 cameras whose keys hash to the 4 partitions, so the group can split them evenly) and the clock
 starts when that flush commits, i.e. when the frames become visible. It stops at the last
 `results.processed_at` in the catalog, so the idle tail (`--idle-timeout`, spent waiting after the
-last frame) is not counted. The JSON summaries' `seconds` cannot be used directly: they also hold
-the wait for the frames and the idle tail; they are reported as `worker_summaries` for reference.
+last frame) is not counted: the workers are stopped with SIGTERM (they finish the frame in hand,
+commit and print their summary) as soon as the catalog holds every frame. The summaries' `seconds`
+are not used: they also hold the wait for the frames to be published.
 
 Two variants: OpenCV's default thread count (one HOG worker already uses both cores through
 OpenCV's own thread pool) and OPENCV_FOR_THREADS_NUM=1 in the worker processes (scaling of the
@@ -23,6 +24,7 @@ worker processes themselves).
 from __future__ import annotations
 
 import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +39,7 @@ from visionlake.workers import scaling
 
 DETECTOR = "hog-person"
 QUALITY = 90
-IDLE_TIMEOUT = 3.0  # long enough for the slower of two interpreters to start before frames arrive
+IDLE_TIMEOUT = 60.0  # a safety net only: the benchmark stops the workers once every frame is done
 TARGET_SPEEDUP = 1.8
 GROUP = "bench"
 SETTLE = 1.0  # > the log's heartbeat interval (0.5 s)
@@ -66,8 +68,21 @@ def publish_all(lake: Lake, images: list, jpegs: list[bytes], cameras: list[str]
     return visible
 
 
-def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra: dict) -> dict:
-    lake_dir = tmp / f"scaling-{nproc}-{len(env_extra)}"
+def wait_for_results(lake_dir: Path, n: int, procs: list, timeout: float) -> None:
+    """Poll the catalog until it holds `n` results (or a worker dies, or `timeout` passes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        (count,) = common.catalog_rows(lake_dir, "SELECT count(*) FROM results WHERE model=?", (DETECTOR,))[0]
+        if count >= n:
+            return
+        dead = [w.proc.returncode for w in procs if w.proc.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise RuntimeError(f"{count} of {n} frames processed; worker exit codes {dead}")
+        time.sleep(0.05)
+
+
+def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra: dict, tag: str) -> dict:
+    lake_dir = tmp / f"scaling-{tag}-{nproc}"
     lake = Lake(lake=lake_dir)
     lake.log.ensure_topic(FRAMES_TOPIC)
     saved = dict(os.environ)
@@ -75,20 +90,13 @@ def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra
     try:
         procs = scaling.spawn(
             ["--lake", str(lake_dir)],
-            [
-                "--detector",
-                DETECTOR,
-                "--group",
-                GROUP,
-                "--until-idle",
-                "--idle-timeout",
-                str(IDLE_TIMEOUT),
-            ],
+            ["--detector", DETECTOR, "--group", GROUP, "--until-idle", "--idle-timeout", str(IDLE_TIMEOUT)],
             nproc,
         )
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    n = len(jpegs)
     try:
         waited = common.wait_for_members(lake, GROUP, nproc, procs)
         # A member learns of a later join at its next heartbeat (every 0.5 s); publishing before that
@@ -96,7 +104,15 @@ def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra
         # new owner then reads again (at-least-once, results reused). Let the assignment settle.
         time.sleep(SETTLE)
         cameras = common.cameras_on_distinct_partitions(4)
+        cpu0 = [common.proc_cpu(w.proc.pid) for w in procs]
+        busy0, total0 = common.machine_cpu()
         t_visible = publish_all(lake, images, jpegs, cameras)
+        wait_for_results(lake_dir, n, procs, timeout=600)
+        cpu = sum(common.proc_cpu(w.proc.pid) - c for w, c in zip(procs, cpu0, strict=True))
+        busy1, total1 = common.machine_cpu()
+        t_done = time.time()
+        for w in procs:  # done: stop them now instead of waiting out --idle-timeout (they commit and exit)
+            w.proc.send_signal(signal.SIGTERM)
         summaries = scaling.collect(procs)
     finally:
         for w in procs:
@@ -107,20 +123,24 @@ def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra
     idle = [s for s in summaries if s["processed"] == 0]
     if idle:
         raise RuntimeError(
-            f"{len(idle)} of {nproc} workers processed nothing (exited on --idle-timeout before the "
-            "frames arrived?): the run does not measure scaling"
+            f"{len(idle)} of {nproc} workers processed nothing: the run does not measure scaling"
         )
     rows = common.catalog_rows(
         lake_dir, "SELECT count(*), max(processed_at) FROM results WHERE model=?", (DETECTOR,)
     )
     count, last = rows[0]
-    n = len(jpegs)
     if count != n:
         raise RuntimeError(f"{nproc} worker(s): catalog holds {count} results, expected {n}")
     wall = common.catalog_time(last) - t_visible
+    window = t_done - t_visible  # up to the catalog poll that saw the last frame (<= 50 ms later)
+    cores = (total1 - total0) / window  # CPU seconds per second the machine had, ~ the core count
     return {
         "fps": n / wall,
         "wall": wall,
+        "worker_cores": cpu / window,  # cores the worker processes used while processing
+        "other_cores": max(0.0, (busy1 - busy0 - cpu) / window),  # cores used by everything else
+        "machine_cores": cores,
+        "cpu_ms_per_frame": cpu / n * 1000,
         "join_wait": waited,
         "summaries": [{k: s[k] for k in ("processed", "reused", "seconds", "fps")} for s in summaries],
         "processed": sum(s["processed"] for s in summaries),
@@ -130,55 +150,69 @@ def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra
 
 def run(quick: bool, tmp: Path) -> list[dict]:
     size = (320, 240) if quick else (640, 480)
-    n = 160 if quick else 400
+    n = 200 if quick else 300
+    pairs = 1 if quick else 2  # full mode: 1,2 then 2,1 (ABBA cancels a linear drift in machine load)
     images = common.cycle(common.video_frames(size), n)
     jpegs = common.cycle(common.jpeg_frames(size, QUALITY), n)
     # OpenCV already runs HOG on both cores inside one process; the second variant pins each worker
     # process to one OpenCV thread to show the scaling of the worker processes themselves.
     variants = [({}, "default OpenCV threads"), ({"OPENCV_FOR_THREADS_NUM": "1"}, "OPENCV_FOR_THREADS_NUM=1")]
     out = []
-    first_one = None
-    for env_extra, label in variants:
-        say(f"scaling: {DETECTOR}, {n} frames {size[0]}x{size[1]}, 1 worker process ({label})")
-        one = run_group(1, images, jpegs, tmp, env_extra)
-        say(f"scaling: {DETECTOR}, {n} frames {size[0]}x{size[1]}, 2 worker processes ({label})")
-        two = run_group(2, images, jpegs, tmp, env_extra)
-        speedup = two["fps"] / one["fps"]
-        first_one = first_one or one
-        vs_default = (
-            {} if not env_extra else {"speedup_vs_1_worker_default_threads": two["fps"] / first_one["fps"]}
-        )
+    default_one = None
+    for v, (env_extra, label) in enumerate(variants):
+        runs: dict[int, list[dict]] = {1: [], 2: []}
+        for k in range(pairs):
+            order = (1, 2) if (v + k) % 2 == 0 else (2, 1)
+            for nproc in order:
+                say(
+                    f"scaling: {DETECTOR}, {n} frames {size[0]}x{size[1]}, {nproc} worker process(es) ({label})"
+                )
+                runs[nproc].append(run_group(nproc, images, jpegs, tmp, env_extra, f"{v}{k}"))
+        fps1 = sum(r["fps"] for r in runs[1]) / pairs
+        fps2 = sum(r["fps"] for r in runs[2]) / pairs
+        speedup = fps2 / fps1
+        if not env_extra:
+            default_one = fps1
+        vs_default = {} if not env_extra else {"speedup_vs_1_worker_default_threads": fps2 / default_one}
         suffix = "" if not env_extra else "_opencv_1thread"
         out.append(
             emit(
                 f"worker_scaling_2v1{suffix}",
-                two["fps"],
+                fps2,
                 "frames/s",
                 "1 worker process",
-                one["fps"],
+                fps1,
                 speedup=speedup,
                 target=TARGET_SPEEDUP,
                 target_on="ratio",
                 target_met=speedup >= TARGET_SPEEDUP,
                 n=n,
+                runs_each=pairs,
                 detector=DETECTOR,
                 frame_size=f"{size[0]}x{size[1]}",
                 opencv_threads=env_extra.get("OPENCV_FOR_THREADS_NUM", "default (2 on this machine)"),
-                wall_1=one["wall"],
-                wall_2=two["wall"],
-                processed_2=two["processed"],
-                reused_2=two["reused"],
-                worker_summaries_1=one["summaries"],
-                worker_summaries_2=two["summaries"],
+                wall_1=[r["wall"] for r in runs[1]],
+                wall_2=[r["wall"] for r in runs[2]],
+                reused_2=sum(r["reused"] for r in runs[2]),
+                worker_cores_1=[r["worker_cores"] for r in runs[1]],
+                worker_cores_2=[r["worker_cores"] for r in runs[2]],
+                other_cores_1=[r["other_cores"] for r in runs[1]],
+                other_cores_2=[r["other_cores"] for r in runs[2]],
+                cpu_ms_per_frame_1=[r["cpu_ms_per_frame"] for r in runs[1]],
+                cpu_ms_per_frame_2=[r["cpu_ms_per_frame"] for r in runs[2]],
+                frames_per_worker_2=[[s["processed"] for s in r["summaries"]] for r in runs[2]],
                 loadavg_1m=common.loadavg(),
                 **vs_default,
                 notes=(
-                    "wall = from the commit that makes all frames visible (workers already joined) to the "
-                    "last results.processed_at in the catalog; excludes interpreter start-up, the group "
-                    f"join and the {IDLE_TIMEOUT} s idle tail; 4 cameras on the 4 partitions; "
-                    "with default threads one worker already uses both cores inside OpenCV's parallel HOG, "
-                    "which caps the speedup on a 2-core machine; other processes sharing the machine "
-                    "(loadavg_1m) take CPU too, and 2 processes win a larger share of it than 1"
+                    "wall = from the commit that makes all frames visible (workers already joined and "
+                    "settled) to the last results.processed_at in the catalog; excludes interpreter "
+                    "start-up, the group join and the idle tail (workers are sent SIGTERM once the catalog "
+                    "holds every frame); 4 cameras on the 4 partitions; with default threads one worker "
+                    "already uses both cores inside OpenCV's parallel HOG, which caps the speedup on a "
+                    "2-core machine; worker_cores = CPU seconds of the worker processes per wall second "
+                    "while processing, other_cores = the rest of the machine's busy CPU in that window "
+                    "(this bench process, other users of the machine): other load takes cores away from "
+                    "the workers; cpu_ms_per_frame shows the cost per frame of 1 vs 2 workers"
                 ),
             )
         )

@@ -120,7 +120,7 @@ def _bench_one(name: str, size: tuple[int, int], n: int, tmp: Path) -> dict:
 
 def run(quick: bool, tmp: Path) -> list[dict]:
     size = (320, 240) if quick else (640, 480)
-    n = 100 if quick else 400
+    n = 150 if quick else 400
     out = []
     for name in DETECTORS:
         if not available(name):

