@@ -30,7 +30,7 @@ QUERIES = {
         "FROM frames f JOIN results r ON r.frame_id = f.frame_id GROUP BY f.camera, r.model ORDER BY 1, 2"
     ),
     "Where are the five most confident faces?": (
-        "SELECT f.camera, f.captured_at, round(d.score, 2) AS score, f.uri "
+        "SELECT f.camera, f.captured_at, round(CAST(d.score AS numeric), 2) AS score, f.uri "
         "FROM detections d JOIN frames f ON f.frame_id = d.frame_id "
         "WHERE d.label = 'face' ORDER BY d.score DESC LIMIT 5"
     ),

@@ -66,8 +66,9 @@ def compare_versions(lake: Lake, model: str) -> tuple[list[str], list[tuple]]:
             r.model_version,
             sa.func.count().label("frames"),
             sa.func.sum(r.n_detections).label("detections"),
-            sa.func.round(sa.func.avg(r.n_detections), 3).label("per_frame"),
-            sa.func.round(sa.func.avg(r.latency_ms), 1).label("latency_ms"),
+            # numeric casts: PostgreSQL has round(numeric, int) but not round(double, int)
+            sa.func.round(sa.cast(sa.func.avg(r.n_detections), sa.Numeric), 3).label("per_frame"),
+            sa.func.round(sa.cast(sa.func.avg(r.latency_ms), sa.Numeric), 1).label("latency_ms"),
         )
         .where(r.model == model)
         .group_by(r.model_version)
