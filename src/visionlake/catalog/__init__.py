@@ -9,9 +9,12 @@ from .base import Catalog, FrameResult, QueryResult, SearchFilter
 
 __all__ = ["Catalog", "FrameResult", "QueryResult", "SearchFilter", "open_catalog"]
 
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+
 
 def open_catalog(url: str) -> Catalog:
-    """`sqlite:///path/catalog.db` or a plain path; PostgreSQL arrives with the scale-out backends."""
+    """`sqlite:///path/catalog.db`, a plain path, or `postgresql://user:password@host:port/database`
+    (also `postgres://` and `postgresql+psycopg://`)."""
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteCatalog
 
@@ -20,4 +23,12 @@ def open_catalog(url: str) -> Catalog:
         from .sqlite import SqliteCatalog
 
         return SqliteCatalog(Path(url))
-    raise ConfigError(f"unsupported catalog URL {url!r}: use sqlite:///PATH")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in _POSTGRES_SCHEMES or scheme.startswith("postgresql+"):
+        from .postgres import PostgresCatalog
+
+        return PostgresCatalog(url)  # an unsupported postgresql+driver gets its own message there
+    raise ConfigError(
+        f"unsupported catalog URL scheme {scheme + '://'!r}: use sqlite:///PATH or "
+        "postgresql://user:password@host:port/database"
+    )
