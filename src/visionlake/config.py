@@ -5,8 +5,24 @@ catalog and archive unless URLs point elsewhere. `<lake>/visionlake.toml` may se
 
     log = "sqlite:///..."        # or kafka://host:9092 once that backend lands
     catalog = "sqlite:///..."
-    archive = "/data/archive"    # any fsspec URL
+    archive = "/data/archive"    # any fsspec URL: a directory, file://..., s3://bucket/prefix
     [log_options]                # passed to the log backend, e.g. session_timeout = 10
+    [archive_options]            # passed to the archive's filesystem (fsspec storage_options)
+
+Environment variables: VISIONLAKE_HOME, VISIONLAKE_LOG, VISIONLAKE_CATALOG, VISIONLAKE_ARCHIVE. An S3
+archive also reads the standard AWS ones itself (through botocore): AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), AWS_REGION,
+AWS_PROFILE, and ~/.aws/credentials and ~/.aws/config. `[archive_options]` overrides them, e.g. for an
+S3-compatible server::
+
+    archive = "s3://frames/lake1"
+    [archive_options]
+    endpoint_url = "http://minio.local:9000"
+    key = "AKIA..."              # prefer the environment or ~/.aws for the secret
+    secret = "..."
+    retry_seconds = 120          # how long to ride out an outage (visionlake's own option)
+    [archive_options.config_kwargs]
+    read_timeout = 30            # botocore settings: timeouts, retries
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ class Settings:
     catalog: str
     archive: str
     log_options: dict = field(default_factory=dict)
+    archive_options: dict = field(default_factory=dict, repr=False)  # may hold a secret: never printed
 
 
 def load_settings(
@@ -51,7 +68,7 @@ def load_settings(
             file_cfg = tomllib.loads(cfg_path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot parse {cfg_path}: {e}") from e
-        unknown = set(file_cfg) - {"log", "catalog", "archive", "log_options"}
+        unknown = set(file_cfg) - {"log", "catalog", "archive", "log_options", "archive_options"}
         if unknown:
             raise ConfigError(f"{cfg_path}: unknown settings {sorted(unknown)}")
 
@@ -61,6 +78,12 @@ def load_settings(
             raise ConfigError(f"setting {name!r} must be a non-empty string, got {value!r}")
         return value
 
+    def table(name: str) -> dict:
+        value = file_cfg.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{cfg_path}: {name} must be a table ([{name}]), got a {type(value).__name__}")
+        return dict(value)
+
     resolved = root.resolve()
     return Settings(
         lake=root,
@@ -68,4 +91,5 @@ def load_settings(
         catalog=pick("catalog", catalog, f"sqlite:///{resolved / 'catalog.db'}"),
         archive=pick("archive", archive, str(resolved / "archive")),
         log_options=dict(file_cfg.get("log_options", {})),
+        archive_options=table("archive_options"),
     )

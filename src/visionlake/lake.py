@@ -45,7 +45,7 @@ class Lake:
 
     @cached_property
     def archive(self) -> Archive:
-        return Archive(self.settings.archive)
+        return Archive(self.settings.archive, self.settings.archive_options)
 
     def close(self) -> None:
         for name in ("log", "catalog"):
