@@ -26,7 +26,7 @@ import numpy as np
 
 from ..catalog import FrameResult
 from ..detectors.base import Detector
-from ..errors import ArchiveError, FrameError
+from ..errors import ArchiveError, BackendUnavailable, FrameError
 from ..frames import FrameMeta, check_dimensions, decode_image, iso, meta_from_record
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
 from ..log.base import OffsetReset
@@ -44,6 +44,7 @@ class WorkerStats:
     processed: int = 0  # frames with a result written by this worker
     reused: int = 0  # of those, results found already stored (re-delivery after a crash or rebalance)
     dead_lettered: int = 0
+    retries: int = 0  # batches retried because a backend was unreachable
     beyond_range: int = 0  # records past --to, left alone
     detections: int = 0
     seconds: float = 0.0  # wall time of the run, idle waits included
@@ -92,6 +93,8 @@ class Worker:
         version: str | None = None,
         on_batch: Callable[[WorkerStats], None] | None = None,
         threads: int | None = None,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
     ) -> None:
         self.lake = lake
         self.detector = detector
@@ -108,6 +111,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.on_batch = on_batch
         self.threads = threads  # OpenCV threads; 1 when several workers share the cores
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
         self._stop = False
         self.stats = WorkerStats(self.name, self.model, self.model_version, self.group)
 
@@ -147,7 +152,7 @@ class Worker:
                         break
                     continue
                 last_data = time.monotonic()
-                self._handle(records, consumer, producer)
+                self._handle_with_retry(records, consumer, producer)
                 self.stats.busy_seconds += time.monotonic() - last_data
                 if self.on_batch is not None:
                     self.on_batch(self.stats)
@@ -165,6 +170,27 @@ class Worker:
         return self.stats
 
     # -- one batch ---------------------------------------------------------------------------
+
+    def _handle_with_retry(self, records: list[Record], consumer, producer) -> None:
+        """Handle a batch; while the archive, catalog or log is unreachable, retry it with backoff.
+
+        Nothing of the batch is committed until it succeeds and every write is idempotent, so a retry
+        (or a stop during the outage) loses nothing and counts nothing twice.
+        """
+        delay = self.retry_initial
+        while True:
+            try:
+                self._handle(records, consumer, producer)
+                return
+            except BackendUnavailable as e:
+                if self._stop:
+                    raise
+                self.stats.retries += 1
+                log.warning("worker %s: %s; retrying the batch in %.1f s", self.name, e, delay)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline and not self._stop:
+                    time.sleep(0.1)
+                delay = min(delay * 2, self.retry_max)
 
     def _handle(self, records: list[Record], consumer, producer) -> None:
         """Process a polled batch in the only safe order: results durable, then offsets."""
