@@ -3,7 +3,7 @@
 The lake directory (default ./visionlake-data, `--lake`, or VISIONLAKE_HOME) holds the embedded log,
 catalog and archive unless URLs point elsewhere. `<lake>/visionlake.toml` may set::
 
-    log = "sqlite:///..."        # or kafka://host:9092 once that backend lands
+    log = "sqlite:///..."        # or kafka://host:9092
     catalog = "sqlite:///..."
     archive = "/data/archive"    # any fsspec URL: a directory, file://..., s3://bucket/prefix
     [log_options]                # passed to the log backend, e.g. session_timeout = 10

@@ -30,7 +30,7 @@ __all__ = [
 
 
 def open_log(url: str, **options: object) -> FrameLog:
-    """`sqlite:///dir` (or a plain directory path) for the embedded log."""
+    """`sqlite:///dir` (or a plain directory path) for the embedded log, `kafka://host:9092` for Kafka."""
     if url.startswith("sqlite://"):
         from .sqlite import SqliteLog
 
@@ -40,5 +40,9 @@ def open_log(url: str, **options: object) -> FrameLog:
 
         return SqliteLog(Path(url), **options)  # type: ignore[arg-type]
     if url.startswith("kafka://"):
-        raise ConfigError(f"log URL {url!r}: the Kafka backend is not part of this release yet")
-    raise ConfigError(f"unsupported log URL {url!r}: use sqlite:///DIR or a directory path")
+        from .kafka import KafkaLog
+
+        return KafkaLog(url, **options)  # type: ignore[arg-type]
+    raise ConfigError(
+        f"unsupported log URL {url.split('?')[0]!r}: use sqlite:///DIR, a directory path or kafka://host:9092"
+    )

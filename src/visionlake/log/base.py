@@ -7,17 +7,27 @@ it and pass one contract test suite (tests/test_log_contract.py).
 from __future__ import annotations
 
 import abc
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..errors import InputError
 from ..types import Headers, Record, RecordMetadata
 
 OffsetReset = Literal["earliest", "latest"]
 
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 DEFAULT_PARTITIONS = 4
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # the 1 MiB sweet spot of seed 000
+
+
+def check_topic_name(name: str) -> str:
+    """Kafka's rule for topic names, applied by every backend."""
+    if not TOPIC_NAME.match(name) or name in (".", ".."):
+        raise InputError(f"invalid topic name {name!r}: use 1-249 of A-Z a-z 0-9 . _ -")
+    return name
 
 
 def partition_for(key: bytes | None, partitions: int, counter: int = 0) -> int:

@@ -23,7 +23,6 @@ import json
 import logging
 import marshal
 import os
-import re
 import socket
 import sqlite3
 import threading
@@ -45,12 +44,12 @@ from .base import (
     Producer,
     TopicConfig,
     TopicInfo,
+    check_topic_name,
     partition_for,
 )
 
 log = logging.getLogger("visionlake.log")
 
-TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 HOST = socket.gethostname()
 
 SCHEMA = """
@@ -90,12 +89,6 @@ def encode_headers(headers: Headers | None) -> bytes:
 
 def decode_headers(blob: bytes | None) -> Headers:
     return marshal.loads(blob) if blob else []
-
-
-def check_topic_name(name: str) -> str:
-    if not TOPIC_NAME.match(name) or name in (".", ".."):
-        raise InputError(f"invalid topic name {name!r}: use 1-249 of A-Z a-z 0-9 . _ -")
-    return name
 
 
 def pid_alive(pid: int) -> bool:
