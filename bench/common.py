@@ -184,6 +184,7 @@ def child_env(**extra: str) -> dict[str, str]:
     """Environment for worker subprocesses (the visionlake package importable, quiet progress)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
 

@@ -116,6 +116,9 @@ def run(quick: bool, tmp: Path) -> list[dict]:
     errors: list[BaseException] = []
     try:
         common.wait_for_members(lake, GROUP, 1, procs)
+        wpid = procs[0].proc.pid
+        cpu0, (busy0, _t0) = common.proc_cpu(wpid), common.machine_cpu()
+        wall0 = time.monotonic()
         t_start = time.monotonic() + 0.2
         threads = []
         for k in range(CAMERAS):
@@ -145,6 +148,9 @@ def run(quick: bool, tmp: Path) -> list[dict]:
             if count >= expected or procs[0].proc.poll() is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+        window = time.monotonic() - wall0
+        worker_cores = (common.proc_cpu(wpid) - cpu0) / window
+        other_cores = (common.machine_cpu()[0] - busy0) / window - worker_cores
         procs[0].proc.send_signal(signal.SIGTERM)
         summaries = scaling.collect(procs)
     finally:
@@ -178,6 +184,8 @@ def run(quick: bool, tmp: Path) -> list[dict]:
         "publish_call_p50_ms": percentile(flush_ms, 50),
         "latency_max_ms": max(lat),
         "worker_utilisation": percentile(worker_ms, 50) * FPS * CAMERAS / 1000,
+        "worker_cores": worker_cores,
+        "other_cores": max(0.0, other_cores),
         "worker_summary": {k: summaries[0][k] for k in ("processed", "seconds", "fps")},
         "loadavg_1m": common.loadavg(),
     }
@@ -185,7 +193,8 @@ def run(quick: bool, tmp: Path) -> list[dict]:
         "latency = results.processed_at - frames.captured_at (captured_at = wall clock when the frame "
         "is handed to FramePublisher.publish, which commits it at 15 fps); processed_at is stamped after "
         "detection, before the batch's catalog commit; worker_utilisation = worker decode+detect p50 x "
-        "30 frames/s"
+        "30 frames/s; worker_cores / other_cores = CPU used by the worker process / by everything else "
+        "(the 2 camera threads of this process, other users of the machine) while streaming"
     )
     return [
         emit(

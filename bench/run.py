@@ -18,6 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # `import common` etc. whatever the working directory
+sys.dont_write_bytecode = True  # write nothing next to the sources (no __pycache__ in bench/ or src/)
 
 import common  # noqa: E402
 

@@ -150,7 +150,7 @@ def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra
 
 def run(quick: bool, tmp: Path) -> list[dict]:
     size = (320, 240) if quick else (640, 480)
-    n = 200 if quick else 300
+    n = 144 if quick else 300
     pairs = 1 if quick else 2  # full mode: 1,2 then 2,1 (ABBA cancels a linear drift in machine load)
     images = common.cycle(common.video_frames(size), n)
     jpegs = common.cycle(common.jpeg_frames(size, QUALITY), n)
