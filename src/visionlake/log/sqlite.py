@@ -91,6 +91,19 @@ def decode_headers(blob: bytes | None) -> Headers:
     return marshal.loads(blob) if blob else []
 
 
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Append every chunk with writev (no joined copy), finishing short writes."""
+    iov_max = 1024
+    for i in range(0, len(chunks), iov_max):
+        part = chunks[i : i + iov_max]
+        want = sum(len(c) for c in part)
+        done = os.writev(fd, part)
+        if done < want:  # rare: finish the rest with plain writes
+            rest = memoryview(b"".join(part))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with that pid runs on this host (zombies count as dead)."""
     try:
@@ -143,10 +156,20 @@ class SqliteLog(FrameLog):
         self.heartbeat_interval = heartbeat_interval
         self.default_config = default_config or TopicConfig()
         self.retention_check_interval = retention_check_interval
-        self._conn = self.connect()
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
         self._conn.executescript(SCHEMA)
 
     # -- connections -------------------------------------------------------------------------
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's admin connection (sqlite3 connections must not be shared by threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect()
+            self._conns.append(conn)
+        return conn
 
     def connect(self) -> sqlite3.Connection:
         try:
@@ -392,7 +415,10 @@ class SqliteLog(FrameLog):
         return removed
 
     def close(self) -> None:
-        self._conn.close()
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()
+        self._local = threading.local()
 
 
 class SqliteProducer(Producer):
@@ -498,7 +524,7 @@ class SqliteProducer(Producer):
                     nbytes += len(value)
                     max_ts = max(max_ts, ts)
                     out[i] = RecordMetadata(topic, p, end + j)
-                os.write(fd, b"".join(values))
+                _write_all(fd, values)
                 if self.log.fsync:
                     os.fdatasync(fd)
                 c.executemany("INSERT INTO records VALUES(?,?,?,?,?,?,?,?,?)", rows)
@@ -550,7 +576,7 @@ class SqliteConsumer(Consumer):
         self._generation = -1
         self._last_heartbeat = 0.0
         self._rr = 0
-        self._files: dict[Path, object] = {}
+        self._files: dict[tuple[str, int, int], int] = {}
         self._closed = False
         if group is None:
             for t, (_, n) in self._topics.items():
@@ -672,29 +698,18 @@ class SqliteConsumer(Consumer):
         start, end = self._bounds(t, p, c)
         return start if self.offset_reset == "earliest" else end
 
-    def _read(self, topic: str, p: int, seg: int, pos: int, length: int) -> bytes:
-        path = self.log.segment_path(topic, p, seg)
-        f = self._files.get(path)
-        if f is None:
-            f = self._files[path] = os.open(path, os.O_RDONLY)
-        data = os.pread(f, length, pos)  # type: ignore[arg-type]
-        if len(data) != length:
-            raise OSError(f"short read in {path}")
-        return data
-
     def _read_values(self, topic: str, p: int, rows: list[tuple]) -> list[bytes]:
-        """Values of index rows; back-to-back records of one segment are read with one pread."""
-        values: list[bytes] = []
-        i = 0
-        while i < len(rows):
-            seg, start = rows[i][3], rows[i][4]
-            j, end = i, start
-            while j < len(rows) and rows[j][3] == seg and rows[j][4] == end:
-                end += rows[j][5]
-                j += 1
-            block = memoryview(self._read(topic, p, seg, start, end - start))
-            values.extend(bytes(block[r[4] - start : r[4] - start + r[5]]) for r in rows[i:j])
-            i = j
+        """Values of index rows: one pread each into a fresh bytes object (no second copy)."""
+        values = []
+        for row in rows:
+            key = (topic, p, row[3])
+            fd = self._files.get(key)
+            if fd is None:
+                fd = self._files[key] = os.open(self.log.segment_path(topic, p, row[3]), os.O_RDONLY)
+            data = os.pread(fd, row[5], row[4])
+            if len(data) != row[5]:
+                raise OSError(f"short read in segment {row[3]} of {topic}/{p}")
+            values.append(data)
         return values
 
     def poll(self, max_records: int = 100, timeout: float = 1.0) -> list[Record]:
@@ -816,6 +831,6 @@ class SqliteConsumer(Consumer):
                 c.execute("UPDATE groups SET generation=generation+1 WHERE name=?", (self.group,))
             log.info("member %s left group %s", self.member_id, self.group)
         for fd in self._files.values():
-            os.close(fd)  # type: ignore[arg-type]
+            os.close(fd)
         self._files.clear()
         self.conn.close()
