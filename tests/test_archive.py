@@ -8,7 +8,6 @@ and a real worker writing frames of a real video to S3.
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
 import threading
@@ -531,7 +530,6 @@ def test_s3_an_outage_longer_than_the_retry_budget_is_backend_unavailable(s3_ser
 
 # --- a lake on S3: settings from visionlake.toml, a real worker on real frames ----------------
 
-LAKE_PASSES_ARCHIVE_OPTIONS = "archive_options" in inspect.getsource(Lake)
 
 
 def s3_lake(root: Path, server: dict, bucket: str, **config_kwargs) -> Lake:
@@ -544,10 +542,7 @@ def s3_lake(root: Path, server: dict, bucket: str, **config_kwargs) -> Lake:
         f'key = "{server["key"]}"\n'
         f'secret = "{server["secret"]}"\n' + (f"[archive_options.config_kwargs]\n{extra}" if extra else "")
     )
-    lake = Lake(lake=root)
-    if not LAKE_PASSES_ARCHIVE_OPTIONS:  # until lake.py passes settings.archive_options itself
-        lake.__dict__["archive"] = Archive(lake.settings.archive, lake.settings.archive_options)
-    return lake
+    return Lake(lake=root)
 
 
 @pytest.fixture
