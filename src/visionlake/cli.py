@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from . import __version__
-from .errors import InputError, VisionlakeError
+from .errors import InputError, SourceUnreachable, VisionlakeError
 from .lake import FRAMES_TOPIC, Lake
 from .output import Format, console, err_console, human_bytes, record_out, rows_out
 
@@ -217,6 +217,8 @@ def ingest_camera(
         max_frames=max_frames,
     )
     _run_ingest(ctx, src, camera, max_frames, _check_quality(quality), motion, fmt)
+    if src.stopped_reason:  # gave up after failed reconnects: what was sent is kept, but say so
+        raise SourceUnreachable(f"camera {camera} ({source}): {src.stopped_reason}")
 
 
 @ingest_app.command("images")
