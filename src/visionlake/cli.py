@@ -218,7 +218,7 @@ def ingest_camera(
     )
     _run_ingest(ctx, src, camera, max_frames, _check_quality(quality), motion, fmt)
     if src.stopped_reason:  # gave up after failed reconnects: what was sent is kept, but say so
-        raise SourceUnreachable(f"camera {camera} ({source}): {src.stopped_reason}")
+        raise SourceUnreachable(f"camera {camera} ({src.name}): {src.stopped_reason}")
 
 
 @ingest_app.command("images")
