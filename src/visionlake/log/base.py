@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..errors import InputError
+from ..errors import InputError, RecordTooLarge
 from ..types import Headers, Record, RecordMetadata
 
 OffsetReset = Literal["earliest", "latest"]
@@ -28,6 +28,20 @@ def check_topic_name(name: str) -> str:
     if not TOPIC_NAME.match(name) or name in (".", ".."):
         raise InputError(f"invalid topic name {name!r}: use 1-249 of A-Z a-z 0-9 . _ -")
     return name
+
+
+def check_offset_reset(where: str) -> OffsetReset:
+    if where not in ("earliest", "latest"):
+        raise InputError(f"offset reset must be 'earliest' or 'latest', got {where!r}")
+    return where  # type: ignore[return-value]
+
+
+def check_record_size(topic: str, value: bytes, limit: int) -> None:
+    """Every backend refuses the same records with the same message."""
+    if len(value) > limit:
+        raise RecordTooLarge(
+            f"record of {len(value)} bytes for topic {topic!r} exceeds its limit of {limit} bytes"
+        )
 
 
 def partition_for(key: bytes | None, partitions: int, counter: int = 0) -> int:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import BackendUnavailable, InputError, RecordTooLarge, UnknownTopic
+from ..errors import BackendUnavailable, InputError, UnknownTopic
 from ..types import Headers, Record, RecordMetadata
 from .base import (
     Consumer,
@@ -44,6 +44,8 @@ from .base import (
     Producer,
     TopicConfig,
     TopicInfo,
+    check_offset_reset,
+    check_record_size,
     check_topic_name,
     partition_for,
 )
@@ -357,8 +359,7 @@ class SqliteLog(FrameLog):
         offset_reset: OffsetReset = "earliest",
         partitions: Iterable[int] | None = None,
     ) -> SqliteConsumer:
-        if offset_reset not in ("earliest", "latest"):
-            raise InputError(f"offset reset must be 'earliest' or 'latest', got {offset_reset!r}")
+        check_offset_reset(offset_reset)
         return SqliteConsumer(self, list(topics), group, offset_reset, partitions)
 
     # -- retention ---------------------------------------------------------------------------
@@ -460,10 +461,7 @@ class SqliteProducer(Producer):
         partition: int | None = None,
     ) -> None:
         tid, nparts, max_bytes = self._topic(topic)
-        if len(value) > max_bytes:
-            raise RecordTooLarge(
-                f"record of {len(value)} bytes for topic {topic!r} exceeds its limit of {max_bytes} bytes"
-            )
+        check_record_size(topic, value, max_bytes)
         if partition is None:
             partition = partition_for(key, nparts, self._rr)
             self._rr += 1

@@ -37,6 +37,7 @@ from ..base import (
     PartitionInfo,
     TopicConfig,
     TopicInfo,
+    check_offset_reset,
     check_topic_name,
 )
 from .consumer import KafkaConsumer
@@ -490,8 +491,7 @@ class KafkaLog(FrameLog):
         offset_reset: OffsetReset = "earliest",
         partitions: Iterable[int] | None = None,
     ) -> KafkaConsumer:
-        if offset_reset not in ("earliest", "latest"):
-            raise InputError(f"offset reset must be 'earliest' or 'latest', got {offset_reset!r}")
+        check_offset_reset(offset_reset)
         c = KafkaConsumer(self, list(topics), group, offset_reset, partitions)
         self._consumers.add(c)
         return c

@@ -13,9 +13,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...errors import BackendUnavailable, RecordTooLarge
+from ...errors import BackendUnavailable
 from ...types import Headers, RecordMetadata
-from ..base import Producer, partition_for
+from ..base import Producer, check_record_size, partition_for
 from .errors import check_partition
 from .options import MAX_REQUEST_BYTES
 
@@ -62,10 +62,7 @@ class KafkaProducer(Producer):
         partition: int | None = None,
     ) -> None:
         nparts, limit = self._topic(topic)
-        if len(value) > limit:
-            raise RecordTooLarge(
-                f"record of {len(value)} bytes for topic {topic!r} exceeds its limit of {limit} bytes"
-            )
+        check_record_size(topic, value, limit)
         if partition is None:
             partition = partition_for(key, nparts, self._rr)
             self._rr += 1
