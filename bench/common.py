@@ -79,6 +79,22 @@ def emit(
     return out
 
 
+def emit_skipped(metric: str, unit: str, baseline: str, reason: str, **extra: object) -> dict:
+    """Print the JSON line of a benchmark that could not run here (nulls, plus "skipped": reason)."""
+    out = {
+        "metric": metric,
+        "value": None,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": None,
+        "ratio": None,
+        "skipped": reason,
+        **extra,
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))

@@ -2,7 +2,8 @@
 
     python bench/run.py [--quick] [--only NAME ...]
 
-NAME is one of: log, worker, scaling, latency (or the module names log_throughput, worker_throughput).
+NAME is one of: log, worker, scaling, latency, kafka, catalog (or the module names log_throughput,
+worker_throughput, kafka_throughput, catalog_writes).
 `--quick` finishes in under 3 minutes on a 2-core machine; the full mode uses more frames and records.
 All data goes to one temporary directory, removed at the end. Progress goes to stderr.
 """
@@ -27,6 +28,8 @@ BENCHMARKS = {
     "worker": "worker_throughput",
     "scaling": "scaling",
     "latency": "latency",
+    "kafka": "kafka_throughput",
+    "catalog": "catalog_writes",
 }
 ALIASES = {**{v: k for k, v in BENCHMARKS.items()}, **{k: k for k in BENCHMARKS}}
 

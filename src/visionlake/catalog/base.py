@@ -22,6 +22,12 @@ from ..frames import FrameMeta
 from ..types import Detections
 from . import schema as S
 
+_DELETE_DETECTIONS = sa.delete(S.detections).where(
+    S.detections.c.frame_id == sa.bindparam("k_frame"),
+    S.detections.c.model == sa.bindparam("k_model"),
+    S.detections.c.model_version == sa.bindparam("k_version"),
+)
+
 
 def naive_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
@@ -230,11 +236,10 @@ class SqlCatalog(Catalog):
                 ),
                 list(result_rows.values()),
             )
-            d = S.detections.c
-            for fid, m, v in result_rows:
-                conn.execute(
-                    sa.delete(S.detections).where(d.frame_id == fid, d.model == m, d.model_version == v)
-                )
+            conn.execute(  # one prepared DELETE, executed for every key of the batch
+                _DELETE_DETECTIONS,
+                [{"k_frame": f, "k_model": m, "k_version": v} for f, m, v in result_rows],
+            )
             if det_rows:
                 conn.execute(sa.insert(S.detections), det_rows)
 
