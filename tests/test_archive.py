@@ -531,7 +531,6 @@ def test_s3_an_outage_longer_than_the_retry_budget_is_backend_unavailable(s3_ser
 # --- a lake on S3: settings from visionlake.toml, a real worker on real frames ----------------
 
 
-
 def s3_lake(root: Path, server: dict, bucket: str, **config_kwargs) -> Lake:
     root.mkdir(parents=True, exist_ok=True)
     extra = "".join(f"{k} = {v}\n" for k, v in config_kwargs.items())
