@@ -250,7 +250,7 @@ def _detector(name: str, params: list[str] | None):
     return load_detector(name, parse_params(params or []))
 
 
-def _run_worker(ctx: typer.Context, worker, fmt: Format, label: str) -> None:
+def _run_worker(worker, fmt: Format, label: str) -> None:
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, worker.stop)
     with _progress() as prog:
@@ -337,7 +337,7 @@ def worker(
         max_frames=max_frames,
         threads=threads,
     )
-    _run_worker(ctx, w, fmt, f"{det.name} {det.model_version}")
+    _run_worker(w, fmt, f"{det.name} {det.model_version}")
 
 
 @app.command()
@@ -367,7 +367,7 @@ def replay(
     w = prepare_replay(
         lake, _detector(detector, param), version=version, start=start, end=end, topic=topic, restart=restart
     )
-    _run_worker(ctx, w, fmt, f"replay {w.model} {w.model_version}")
+    _run_worker(w, fmt, f"replay {w.model} {w.model_version}")
     from .replay import compare_versions
 
     cols, rows = compare_versions(lake, w.model)

@@ -223,7 +223,6 @@ class SqlCatalog(Catalog):
         ]  # a frame twice in one batch (re-delivered) keeps its last set of detections only
         ins_result = self._insert(S.results)
         with self.engine.begin() as conn:
-            self._lock_for_write(conn)
             conn.execute(self._insert(S.frames).on_conflict_do_nothing(), list(frame_rows.values()))
             conn.execute(
                 ins_result.on_conflict_do_update(
@@ -242,9 +241,6 @@ class SqlCatalog(Catalog):
             )
             if det_rows:
                 conn.execute(sa.insert(S.detections), det_rows)
-
-    def _lock_for_write(self, conn: Connection) -> None:  # noqa: B027 - dialect hook
-        """Take the write lock up front where the dialect needs it."""
 
     # -- reads -------------------------------------------------------------------------------
 

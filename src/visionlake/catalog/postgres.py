@@ -289,10 +289,6 @@ class PostgresCatalog(SqlCatalog):
     def _lock_for_migration(self, conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
 
-    def _lock_for_write(self, conn: Connection) -> None:
-        """Nothing to take up front: the results upsert locks each key's row before its detections
-        are replaced, and the sorted batch order keeps writers from deadlocking (module docstring)."""
-
     def write_results(self, batch: Sequence[FrameResult]) -> None:
         ordered = sorted(batch, key=lambda r: (r.meta.frame_id, r.model, r.model_version))
         for attempt in range(1, 4):

@@ -70,6 +70,7 @@ class _Item:
     meta: FrameMeta
     data: bytes
     image: np.ndarray
+    key: str  # archive key, checked at decode time
     decode_ms: float
 
 
@@ -211,29 +212,23 @@ class Worker:
             [i.meta.frame_id for i in items], self.model, self.model_version
         )
         results: list[FrameResult] = []
-        events: list[tuple[Record, dict]] = []
         for n, item in enumerate(items):
             if self._stop and n > 0:  # finish the frame in hand only; the rest are not committed
                 done = [r for r in done if not _after(r, item.record)]
                 break
             try:
-                res = self._detect(item, stored.get(item.meta.frame_id))
+                results.append(self._detect(item, stored.get(item.meta.frame_id)))
             except FrameError as e:
                 dead.append((item.record, e.reason))
-                continue
-            results.append(res)
         self.lake.catalog.write_results(results)
-        for res in results:
-            events.append((res, self._event(res)))
         det_topic, dead_topic = detections_topic(self.topic), dlq_topic(self.topic)
-        for res, event in events:
-            producer.send(det_topic, json.dumps(event).encode(), key=res.meta.camera.encode())
+        for res in results:
+            producer.send(det_topic, json.dumps(self._event(res)).encode(), key=res.meta.camera.encode())
         for r, reason in dead:
             producer.send(dead_topic, r.value, key=r.key, headers=_dlq_headers(r, reason, self.model))
             self.stats.dead_lettered += 1
-            self.stats.dlq_reasons[reason.split(":")[0]] = (
-                self.stats.dlq_reasons.get(reason.split(":")[0], 0) + 1
-            )
+            kind = reason.split(":")[0]
+            self.stats.dlq_reasons[kind] = self.stats.dlq_reasons.get(kind, 0) + 1
             log.warning("dead-lettered %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)
         producer.flush()
         consumer.commit(_next_offsets(done))
@@ -262,10 +257,10 @@ class Worker:
             raise FrameError(f"header says {meta.width}x{meta.height} but the image is {w}x{h}")
         check_dimensions(w, h, "decoded image")
         try:
-            self.lake.archive.key(meta.camera, meta.captured_at, meta.frame_id)
+            key = self.lake.archive.key(meta.camera, meta.captured_at, meta.frame_id)
         except ArchiveError as e:
             raise FrameError(str(e)) from None
-        return _Item(r, meta, data, image, (time.perf_counter() - t0) * 1000)
+        return _Item(r, meta, data, image, key, (time.perf_counter() - t0) * 1000)
 
     def _detect(self, item: _Item, stored: Detections | None) -> FrameResult:
         t0 = time.perf_counter()
@@ -280,9 +275,7 @@ class Worker:
                 raise FrameError(f"detector {self.model} failed: {type(e).__name__}: {e}") from None
         latency = item.decode_ms + (time.perf_counter() - t0) * 1000
         meta = item.meta
-        uri = meta.ref or self.lake.archive.put(
-            self.lake.archive.key(meta.camera, meta.captured_at, meta.frame_id), item.data
-        )
+        uri = meta.ref or self.lake.archive.put(item.key, item.data)
         r = item.record
         return FrameResult(
             meta=meta,
