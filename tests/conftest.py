@@ -12,7 +12,7 @@ from visionlake.lake import Lake
 from visionlake.log.base import FrameLog
 from visionlake.log.sqlite import SqliteLog
 
-pytest_plugins = ["servers.kafka", "servers.postgres", "servers.s3"]
+pytest_plugins = ["servers.kafka", "servers.postgres", "servers.s3", "servers.spark"]
 
 #: Frame-log backends the contract suite runs against.
 LOG_BACKENDS = ["sqlite", "kafka"]
