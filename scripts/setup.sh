@@ -11,6 +11,8 @@ PYTHON="${PYTHON:-python3}"
 
 need_apt=()
 dpkg -s opencv-doc >/dev/null 2>&1 || need_apt+=(opencv-doc)
+# Fashion-MNIST (IDX files) for the batch features: `visionlake dataset fashion-mnist`
+dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need_apt+=(dataset-fashion-mnist)
 if [[ ",${extras}," == *",test,"* ]] && ! command -v initdb >/dev/null 2>&1 \
     && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt+=(postgresql)
@@ -18,7 +20,7 @@ fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing ${need_apt[*]} (sample videos and images) with apt-get"
+  echo "installing ${need_apt[*]} (sample videos, images and datasets) with apt-get"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
