@@ -17,16 +17,10 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from . import __version__
+from .cli_common import FormatOpt
+from .cli_common import progress_bar as _progress
 from .errors import InputError, SourceUnreachable, VisionlakeError
 from .lake import FRAMES_TOPIC, Lake
 from .output import Format, console, err_console, human_bytes, record_out, rows_out
@@ -46,10 +40,6 @@ ingest_app = typer.Typer(
 )
 app.add_typer(log_app, name="log")
 app.add_typer(ingest_app, name="ingest")
-
-FormatOpt = Annotated[
-    Format, typer.Option("--format", "-f", help="table for people, json or csv for scripts")
-]
 
 
 class State:
@@ -105,20 +95,6 @@ def main_options(
         level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)]
     )
     ctx.obj = State(lake, log, catalog, archive)
-
-
-def _progress(transient: bool = False) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=transient,
-        disable=not err_console.is_terminal,
-    )
 
 
 # --- ingest ------------------------------------------------------------------------------------
