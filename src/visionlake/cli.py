@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from . import __version__
+from .cli_batch import register as register_batch_commands
 from .cli_common import FormatOpt
 from .cli_common import progress_bar as _progress
 from .errors import InputError, SourceUnreachable, VisionlakeError
@@ -668,6 +669,9 @@ def demo(
     st = _state(ctx)
     summary = run_demo(st.lake, st.global_argv(), fps=fps, resize=resize, progress=_progress())
     print_summary(summary, fmt)
+
+
+register_batch_commands(app)
 
 
 def main() -> None:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..errors import InputError, MissingDependency
+from ..errors import InputError
 
 __all__ = [
     "BOW_SCHEMA",
@@ -45,48 +47,32 @@ SIDECAR = "_visionlake.json"
 
 
 def require_pyarrow() -> Any:
-    """The `pyarrow` module, or MissingDependency with the install hint."""
-    try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - pyarrow is in the batch extra
-        raise MissingDependency("batch datasets (Parquet)", "batch", "pyarrow") from exc
-    return pyarrow
+    """The `pyarrow` module with its Parquet support loaded."""
+    return pa
 
 
-def _schemas() -> tuple[Any, Any, Any]:
-    pa = require_pyarrow()
-    image = pa.schema(
-        [
-            ("key", pa.string()),
-            ("label", pa.string()),
-            ("bytes", pa.binary()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
-            ("sha256", pa.string()),
-        ]
-    )
-    feature = pa.schema(
-        [
-            ("key", pa.string()),
-            ("label", pa.string()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
-            ("n_keypoints", pa.int32()),
-            ("descriptors", pa.binary()),
-            ("keypoints", pa.binary()),
-        ]
-    )
-    bow = pa.schema([("key", pa.string()), ("label", pa.string()), ("bow", pa.binary())])
-    return image, feature, bow
-
-
-def __getattr__(name: str) -> Any:
-    # Schemas are built lazily so importing this module does not need pyarrow.
-    index = {"IMAGE_SCHEMA": 0, "FEATURE_SCHEMA": 1, "BOW_SCHEMA": 2}
-    if name in index:
-        return _schemas()[index[name]]
-    raise AttributeError(name)
+IMAGE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("label", pa.string()),
+        ("bytes", pa.binary()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+    ]
+)
+FEATURE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("label", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("n_keypoints", pa.int32()),
+        ("descriptors", pa.binary()),
+        ("keypoints", pa.binary()),
+    ]
+)
+BOW_SCHEMA = pa.schema([("key", pa.string()), ("label", pa.string()), ("bow", pa.binary())])
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +129,6 @@ def parquet_files(path: str | os.PathLike[str]) -> list[str]:
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The visionlake metadata of a Parquet dataset (file or directory); {} when it has none."""
-    pa = require_pyarrow()
     path = os.fspath(path)
     if os.path.isdir(path):
         sidecar = os.path.join(path, SIDECAR)
@@ -152,7 +137,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
                 return json.load(fh)
     files = parquet_files(path)
     try:
-        schema = pa.parquet.read_schema(files[0])
+        schema = pq.read_schema(files[0])
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{files[0]!r} is not a readable Parquet file: {exc}") from exc
     raw = (schema.metadata or {}).get(META_KEY)
@@ -169,10 +154,9 @@ def iter_tables(
     path: str | os.PathLike[str], columns: Sequence[str] | None = None, batch_rows: int = 1024
 ) -> Iterator[Any]:
     """Stream a Parquet dataset (file or directory) as pyarrow Tables of at most `batch_rows` rows."""
-    pa = require_pyarrow()
     for file in parquet_files(path):
         try:
-            pf = pa.parquet.ParquetFile(file)
+            pf = pq.ParquetFile(file)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):
                 yield pa.Table.from_batches([batch])
         except (OSError, pa.ArrowException) as exc:
@@ -181,14 +165,12 @@ def iter_tables(
 
 def count_rows(path: str | os.PathLike[str]) -> int:
     """Number of rows in a Parquet dataset, from the footers (nothing decoded)."""
-    pa = require_pyarrow()
-    return sum(pa.parquet.ParquetFile(f).metadata.num_rows for f in parquet_files(path))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path))
 
 
 def check_columns(path: str | os.PathLike[str], needed: Iterable[str], what: str) -> None:
     """InputError unless the dataset at `path` has the columns of a `what` dataset."""
-    pa = require_pyarrow()
-    names = set(pa.parquet.read_schema(parquet_files(path)[0]).names)
+    names = set(pq.read_schema(parquet_files(path)[0]).names)
     missing = [c for c in needed if c not in names]
     if missing:
         raise InputError(
@@ -201,7 +183,6 @@ class TableWriter:
     """Streams tables into one Parquet file with the visionlake metadata; atomic (temp file + rename)."""
 
     def __init__(self, path: str | os.PathLike[str], schema: Any, meta: dict[str, Any]) -> None:
-        pa = require_pyarrow()
         self.path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
@@ -210,7 +191,7 @@ class TableWriter:
             raise InputError(f"cannot write {self.path!r}: it is a directory")
         self.schema = schema.with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
         self._tmp = f"{self.path}.tmp-{os.getpid()}"
-        self._writer = pa.parquet.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
         self.rows = 0
 
     def write(self, table: Any) -> None:
@@ -241,7 +222,6 @@ class TableWriter:
 
 def feature_table(sets: Sequence[FeatureSet]) -> Any:
     """A FEATURE_SCHEMA table of `sets` (descriptors and keypoints as raw C-order bytes)."""
-    pa = require_pyarrow()
     return pa.table(
         {
             "key": [s.key for s in sets],
@@ -249,12 +229,14 @@ def feature_table(sets: Sequence[FeatureSet]) -> Any:
             "width": pa.array([s.width for s in sets], pa.int32()),
             "height": pa.array([s.height for s in sets], pa.int32()),
             "n_keypoints": pa.array([s.n_keypoints for s in sets], pa.int32()),
-            "descriptors": pa.array([np.ascontiguousarray(s.descriptors).tobytes() for s in sets], pa.binary()),
+            "descriptors": pa.array(
+                [np.ascontiguousarray(s.descriptors).tobytes() for s in sets], pa.binary()
+            ),
             "keypoints": pa.array(
                 [np.ascontiguousarray(s.keypoints, dtype=np.float32).tobytes() for s in sets], pa.binary()
             ),
         },
-        schema=_schemas()[1],
+        schema=FEATURE_SCHEMA,
     )
 
 
@@ -290,7 +272,6 @@ def feature_sets(table: Any, dim: int, dtype: str) -> list[FeatureSet]:
 
 def bow_table(keys: Sequence[str], labels: Sequence[str | None], vectors: np.ndarray) -> Any:
     """A BOW_SCHEMA table: one float32 vector per image as raw bytes."""
-    pa = require_pyarrow()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.table(
         {
@@ -298,7 +279,7 @@ def bow_table(keys: Sequence[str], labels: Sequence[str | None], vectors: np.nda
             "label": list(labels),
             "bow": pa.array([row.tobytes() for row in vectors], pa.binary()),
         },
-        schema=_schemas()[2],
+        schema=BOW_SCHEMA,
     )
 
 

@@ -1,0 +1,402 @@
+"""The batch steps as plain functions over files, and `run_bovw`, the whole chain in one call.
+
+Each step reads what the previous one wrote (Parquet datasets, a vocabulary `.npz`, a model file), so a
+user can run the chain step by step from the CLI, change one step and re-run from there, or mix
+engines (extract on Spark, train locally). The metadata each file carries (extractor parameters,
+vocabulary, encoder settings) is what lets a later step check it is given matching inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engines.base import Engine, ExtractReport, Progress
+from ..errors import InputError
+from .classify import Evaluation, check_labels, evaluate, make_classifier
+from .model import BovwModel
+from .records import bow_from_table, iter_tables, read_meta
+
+__all__ = [
+    "BovwConfig",
+    "BovwReport",
+    "check_output",
+    "encode_features",
+    "encoding_digest",
+    "evaluate_model",
+    "extract_features",
+    "read_bow",
+    "run_bovw",
+    "train_classifier",
+    "train_vocabulary_file",
+]
+
+# Makes a progress callback for a step: (description, total or None) -> context manager yielding it.
+ProgressFactory = Callable[[str, int | None], Any]
+
+
+@contextmanager
+def _no_progress(_description: str, _total: int | None) -> Iterator[Progress]:
+    yield None
+
+
+def check_output(path: str | os.PathLike[str], overwrite: bool) -> str:
+    """`path` as str; InputError when it exists (unless `overwrite`) or its folder does not."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise InputError(f"{path!r} already exists (pass --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(f"cannot write {path!r}: the folder {parent!r} does not exist")
+    if os.path.isdir(path) and overwrite:
+        import shutil
+
+        shutil.rmtree(path)
+    elif os.path.isfile(path) and overwrite:
+        os.unlink(path)
+    return path
+
+
+def _require_kind(meta: dict[str, Any], kind: str, path: str, made_by: str) -> None:
+    if meta.get("kind") != kind:
+        found = meta.get("kind") or "no visionlake metadata"
+        raise InputError(f"{path!r} is not a {kind} dataset ({found}); make one with `visionlake {made_by}`")
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+
+def extract_features(
+    dataset: str, out: str, extractor: Any, engine: Engine, progress: Progress = None, overwrite: bool = False
+) -> ExtractReport:
+    """Features of every image of `dataset` into `out` (Parquet); bad images listed in the report."""
+    from .dataset import open_dataset
+
+    open_dataset(dataset)  # a clear error for a missing or unreadable dataset before any work starts
+    extractor.fit([])
+    return engine.extract(dataset, check_output(out, overwrite), extractor, progress)
+
+
+def train_vocabulary_file(
+    features: str,
+    out: str,
+    k: int,
+    engine: Engine,
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    max_iter: int = 100,
+    overwrite: bool = False,
+) -> Any:
+    """Train a k-word vocabulary on `features` and save it (centres + metadata) to `out`."""
+    meta = read_meta(features)
+    _require_kind(meta, "features", features, "features extract")
+    if k < 1:
+        raise InputError(f"-k must be at least 1, got {k}")
+    out = check_output(out, overwrite)
+    vocab = engine.train_vocabulary(features, k, sample=sample, seed=seed, max_iter=max_iter)
+    vocab.meta.setdefault("features", os.path.abspath(features))
+    vocab.save(out)
+    return vocab
+
+
+def _load_vocabulary(path: str, features_meta: dict[str, Any], features: str) -> Any:
+    from .vocabulary import Vocabulary
+
+    vocab = Vocabulary.load(path)
+    dim = features_meta.get("dim")
+    if dim is not None and int(dim) != vocab.dim:
+        raise InputError(
+            f"vocabulary {path!r} has dimension {vocab.dim} but the features {features!r} have dimension "
+            f"{dim} ({features_meta.get('algo', '?')}); train the vocabulary on features of the same algorithm"
+        )
+    if features_meta.get("algo") and vocab.meta.get("algo") and vocab.meta["algo"] != features_meta["algo"]:
+        raise InputError(
+            f"vocabulary {path!r} was trained on {vocab.meta['algo']} features but {features!r} holds "
+            f"{features_meta['algo']} features"
+        )
+    return vocab
+
+
+def encoding_digest(vocab: Any, encoder_params: dict[str, Any]) -> str:
+    """Identifies an encoding: the vocabulary's centres plus the encoder settings that shape vectors."""
+    h = hashlib.sha256(np.ascontiguousarray(vocab.centers, dtype=np.float32).tobytes())
+    settings = {k: v for k, v in encoder_params.items() if k not in ("vocabulary", "chunk_size")}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def encode_features(
+    features: str,
+    vocabulary: str,
+    out: str,
+    engine: Engine,
+    encoder_params: dict[str, Any] | None = None,
+    progress: Progress = None,
+    overwrite: bool = False,
+) -> Any:
+    """Bags of visual words of every row of `features` with the saved `vocabulary`, into `out`."""
+    from .encode import BowEncoder
+
+    meta = read_meta(features)
+    _require_kind(meta, "features", features, "features extract")
+    vocab = _load_vocabulary(vocabulary, meta, features)
+    params = dict(encoder_params or {})
+    encoder = BowEncoder(vocabulary=vocab, **params)
+    encoder.fit([])
+    encoder.digest_ = encoding_digest(vocab, encoder.get_params())
+    encoder.vocabulary_path_ = os.path.abspath(vocabulary)
+    return engine.encode(features, encoder, check_output(out, overwrite), progress)
+
+
+def read_bow(path: str) -> tuple[list[str], list[str | None], np.ndarray, dict[str, Any]]:
+    """Keys, labels, the (n, dim) matrix and the metadata of a bag-of-words dataset."""
+    meta = read_meta(path)
+    _require_kind(meta, "bow", path, "encode")
+    dim = int(meta["dim"])
+    keys: list[str] = []
+    labels: list[str | None] = []
+    parts = []
+    for table in iter_tables(path, batch_rows=8192):
+        k, lab, x = bow_from_table(table, dim)
+        keys += k
+        labels += lab
+        parts.append(x)
+    matrix = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    return keys, labels, matrix, meta
+
+
+@dataclass
+class TrainReport:
+    out: str
+    classifier: str
+    images: int
+    classes: list[str]
+    train_accuracy: float
+    seconds: float
+
+
+def train_classifier(
+    bow: str,
+    out: str,
+    classifier: str = "linear-svm",
+    *,
+    c: float = 1.0,
+    seed: int = 0,
+    vocabulary: str | None = None,
+    overwrite: bool = False,
+) -> TrainReport:
+    """Train a classifier on `bow` and save the whole pipeline (extractor, encoder, classifier)."""
+    from sklearn.pipeline import Pipeline
+
+    from .encode import BowEncoder
+    from .features import FeatureExtractor
+
+    started = time.perf_counter()
+    clf = make_classifier(classifier, c=c, seed=seed)
+    keys, labels, x, meta = read_bow(bow)
+    y = check_labels(labels, f"bag-of-words dataset {bow!r}")
+    out = check_output(out, overwrite)
+    features_meta = meta.get("features_meta") or {}
+    vocab_path = vocabulary or meta.get("vocabulary_path")
+    if not vocab_path or not os.path.isfile(vocab_path):
+        raise InputError(
+            f"the vocabulary {vocab_path!r} used to encode {bow!r} is not there; pass it with --vocab"
+        )
+    vocab = _load_vocabulary(vocab_path, features_meta, bow)
+    encoder = BowEncoder(vocabulary=vocab, **meta.get("encoder_params", {}))
+    encoder.fit([])
+    if encoding_digest(vocab, encoder.get_params()) != meta.get("digest"):
+        raise InputError(f"vocabulary {vocab_path!r} is not the one {bow!r} was encoded with")
+    extractor = FeatureExtractor(**features_meta.get("params", {}))
+    extractor.fit([])
+    clf.fit(x, y)
+    pipeline = Pipeline([("features", extractor), ("bow", encoder), ("classifier", clf)])
+    train_accuracy = float(np.mean(clf.predict(x) == y)) if len(y) else 0.0
+    model = BovwModel(
+        pipeline=pipeline,
+        meta={
+            "classifier": classifier,
+            "C": c,
+            "classes": [str(v) for v in clf.classes_],
+            "images": len(keys),
+            "train_accuracy": train_accuracy,
+            "digest": meta.get("digest"),
+            "bow": os.path.abspath(bow),
+            "vocabulary": os.path.abspath(vocab_path),
+            "features": features_meta,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    model.save(out)
+    return TrainReport(
+        out=out,
+        classifier=classifier,
+        images=len(keys),
+        classes=model.classes,
+        train_accuracy=train_accuracy,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def evaluate_model(model_path: str, bow: str, engine: Engine) -> Evaluation:
+    """Accuracy, per-class precision/recall and the confusion matrix of a model on a labelled BoW set."""
+    model = BovwModel.load(model_path)
+    meta = read_meta(bow)
+    _require_kind(meta, "bow", bow, "encode")
+    if meta.get("digest") != model.meta.get("digest"):
+        raise InputError(
+            f"{bow!r} was encoded with a different vocabulary or encoder settings than model {model_path!r}; "
+            "encode it with the vocabulary and options the model was trained with"
+        )
+    _keys, true, predicted = engine.predict(model.classifier, bow)
+    return evaluate(true, [str(p) for p in predicted], model.classes)
+
+
+# --- the whole chain -----------------------------------------------------------------------------
+
+
+@dataclass
+class BovwConfig:
+    """Every knob of the chain, with the defaults that reach the documented Fashion-MNIST accuracy."""
+
+    algo: str = "sift"
+    max_keypoints: int = 0
+    size: int = 0
+    extractor: dict[str, Any] = field(default_factory=dict)  # other FeatureExtractor parameters
+    k: int = 1000
+    sample: int | None = None
+    seed: int = 0
+    max_iter: int = 100
+    encoder: dict[str, Any] = field(default_factory=dict)  # BowEncoder parameters (pooling, norm, ...)
+    classifier: str = "linear-svm"
+    c: float = 1.0
+
+    def extractor_params(self) -> dict[str, Any]:
+        return {"algo": self.algo, "max_keypoints": self.max_keypoints, "size": self.size, **self.extractor}
+
+
+@dataclass
+class BovwReport:
+    accuracy: float
+    evaluation: Evaluation
+    config: dict[str, Any]
+    engine: str
+    workdir: str
+    model: str
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step
+    extract: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": round(self.accuracy, 6),
+            "engine": self.engine,
+            "workdir": self.workdir,
+            "model": self.model,
+            "config": self.config,
+            "steps_seconds": {k: round(v, 3) for k, v in self.steps.items()},
+            "extract": self.extract,
+            "evaluation": self.evaluation.to_dict(),
+        }
+
+
+def run_bovw(
+    train: str,
+    test: str,
+    workdir: str,
+    config: BovwConfig,
+    engine: Engine,
+    progress: ProgressFactory = _no_progress,
+) -> BovwReport:
+    """Extract → vocabulary → encode → train → evaluate; every artefact is kept in `workdir`."""
+    from .dataset import open_dataset
+    from .features import FeatureExtractor
+
+    datasets = {"train": open_dataset(train), "test": open_dataset(test)}
+    os.makedirs(workdir, exist_ok=True)
+    path = {name: os.path.join(workdir, name) for name in ("vocabulary.npz", "model.joblib")}
+    steps: dict[str, float] = {}
+    counts: dict[str, dict[str, Any]] = {}
+
+    def timed(step: str) -> Callable[[], None]:
+        start = time.perf_counter()
+        return lambda: steps.__setitem__(step, steps.get(step, 0.0) + time.perf_counter() - start)
+
+    for split, ds in datasets.items():
+        done = timed("extract")
+        out = os.path.join(workdir, f"{split}-features.parquet")
+        with progress(f"extract {split}", ds.count()) as tick:
+            report = extract_features(
+                ds.path, out, FeatureExtractor(**config.extractor_params()), engine, tick, overwrite=True
+            )
+        counts[split] = {
+            "images": report.images,
+            "empty": report.empty,
+            "descriptors": report.descriptors,
+            "rejected": [{"key": r.key, "reason": r.reason} for r in report.rejected],
+        }
+        done()
+    done = timed("vocabulary")
+    train_vocabulary_file(
+        os.path.join(workdir, "train-features.parquet"),
+        path["vocabulary.npz"],
+        config.k,
+        engine,
+        sample=config.sample,
+        seed=config.seed,
+        max_iter=config.max_iter,
+        overwrite=True,
+    )
+    done()
+    for split in datasets:
+        done = timed("encode")
+        with progress(f"encode {split}", counts[split]["images"]) as tick:
+            encode_features(
+                os.path.join(workdir, f"{split}-features.parquet"),
+                path["vocabulary.npz"],
+                os.path.join(workdir, f"{split}-bow.parquet"),
+                engine,
+                config.encoder,
+                tick,
+                overwrite=True,
+            )
+        done()
+    done = timed("train")
+    train_classifier(
+        os.path.join(workdir, "train-bow.parquet"),
+        path["model.joblib"],
+        config.classifier,
+        c=config.c,
+        seed=config.seed,
+        overwrite=True,
+    )
+    done()
+    done = timed("evaluate")
+    evaluation = evaluate_model(path["model.joblib"], os.path.join(workdir, "test-bow.parquet"), engine)
+    done()
+    return BovwReport(
+        accuracy=evaluation.accuracy,
+        evaluation=evaluation,
+        config={
+            **config.extractor_params(),
+            "k": config.k,
+            "sample": config.sample,
+            "seed": config.seed,
+            "encoder": config.encoder,
+            "classifier": config.classifier,
+            "C": config.c,
+        },
+        engine=engine.name,
+        workdir=os.path.abspath(workdir),
+        model=os.path.abspath(path["model.joblib"]),
+        steps=steps,
+        extract=counts,
+    )

@@ -1,0 +1,485 @@
+"""Batch visual-feature commands: dataset, features, vocab, encode, classify and bovw.
+
+Thin wrappers over `visionlake.batch.pipeline`: parse options, pick the engine, show progress, print
+a summary (a table for people, `--format json|csv` for scripts). Bad input exits 2 with a message
+naming it; a missing optional extra (Spark) exits 2 with the pip command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .cli_common import FormatOpt, progress_bar
+from .errors import InputError
+from .output import Format, console, err_console, human_bytes, rows_out
+
+dataset_app = typer.Typer(help="Pack image folders and SequenceFiles into datasets.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Local features (SIFT, ORB, AKAZE, dense SIFT) of a dataset.", no_args_is_help=True
+)
+vocab_app = typer.Typer(help="Visual vocabularies (k-means centres of descriptors).", no_args_is_help=True)
+classify_app = typer.Typer(help="Train, evaluate and apply bag-of-words classifiers.", no_args_is_help=True)
+bovw_app = typer.Typer(help="The whole bag-of-visual-words chain in one command.", no_args_is_help=True)
+
+EngineOpt = Annotated[
+    str, typer.Option("--engine", "-e", help="Where to run: local (a process pool) or spark")
+]
+MasterOpt = Annotated[
+    str | None, typer.Option("--master", help="Spark master URL [default: local[*]] (with --engine spark)")
+]
+ProcessesOpt = Annotated[
+    int | None, typer.Option("--processes", "-p", min=1, help="Local engine processes [default: all cores]")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dataset_app, name="dataset")
+    app.add_typer(features_app, name="features")
+    app.add_typer(vocab_app, name="vocab")
+    app.command("encode")(encode)
+    app.add_typer(classify_app, name="classify")
+    app.add_typer(bovw_app, name="bovw")
+
+
+def _engine(name: str, master: str | None, processes: int | None) -> Any:
+    from .engines import open_engine
+
+    if master and name != "spark":
+        raise InputError(f"--master {master!r} is a Spark setting; add --engine spark")
+    return open_engine(name, master=master, processes=processes)
+
+
+@contextmanager
+def _progress(description: str, total: int | None) -> Iterator[Any]:
+    """A progress callback (items finished) drawing one bar; no-op output when not on a terminal."""
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=total, info="")
+        yield lambda n: bar.advance(task, n)
+
+
+def _status(text: str, fmt: Format) -> Any:
+    """A spinner for steps with no countable progress (only for people: tables on a terminal)."""
+    if fmt == Format.table and err_console.is_terminal:
+        return err_console.status(text, spinner="dots")
+    return nullcontext()
+
+
+def _summary(rows: list[tuple[str, Any]], fmt: Format, title: str) -> None:
+    if fmt == Format.table:
+        rows_out(["", ""], [(k, v) for k, v in rows], fmt, title=title)
+    else:
+        rows_out([k for k, _ in rows], [[v for _, v in rows]], fmt)
+
+
+def _rejected(rejected: list[Any]) -> None:
+    """List every input that could not be used, with its reason, on stderr (never silently dropped)."""
+    for r in rejected[:50]:
+        err_console.print(f"[yellow]skipped[/] {r.key}: {r.reason}", highlight=False, soft_wrap=True)
+    if len(rejected) > 50:
+        err_console.print(f"[yellow]... and {len(rejected) - 50} more[/]")
+
+
+# --- dataset ---------------------------------------------------------------------------------------
+
+
+@dataset_app.command("pack")
+def dataset_pack(
+    src: Annotated[str, typer.Argument(help="Image folder (label = sub-folder) or a Hadoop SequenceFile")],
+    out: Annotated[str, typer.Argument(help="Output dataset file")],
+    fmt_out: Annotated[
+        str, typer.Option("--format", help="Dataset format: parquet or sequencefile")
+    ] = "parquet",
+    overwrite: OverwriteOpt = False,
+    fmt: Annotated[
+        Format, typer.Option("--report-format", help="Summary as table, json or csv")
+    ] = Format.table,
+) -> None:
+    """Pack images into one dataset file: Parquet (key, label, bytes, width, height, sha256) or a SequenceFile.
+
+    Runs in this process (it reads a local folder); both engines read the result.
+    """
+    from .batch.dataset import pack
+
+    with _progress("pack", None) as tick:
+        report = pack(src, out, format=fmt_out, progress=tick, overwrite=overwrite)
+    _rejected(report.rejected)
+    _summary(
+        [
+            ("out", report.out),
+            ("format", report.format),
+            ("images", report.images),
+            ("bytes", human_bytes(report.bytes) if fmt == Format.table else report.bytes),
+            ("labels", len(report.labels)),
+            ("rejected", len(report.rejected)),
+            ("ignored", report.ignored),
+            ("seconds", round(report.seconds, 2)),
+        ],
+        fmt,
+        "packed",
+    )
+
+
+@dataset_app.command("fashion-mnist")
+def dataset_fashion_mnist(
+    out_dir: Annotated[str, typer.Argument(help="Folder for train.parquet and test.parquet")],
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images of each split")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Folder of the IDX files [default: Debian's dataset-fashion-mnist]")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Fashion-MNIST (Debian package dataset-fashion-mnist) as a train and a test Parquet dataset."""
+    from .batch.idx import FASHION_MNIST_DIR, import_fashion_mnist
+
+    os.makedirs(out_dir, exist_ok=True)
+    with _progress("fashion-mnist", None) as tick:
+        reports = import_fashion_mnist(
+            out_dir, source=source or FASHION_MNIST_DIR, limit=limit, progress=tick
+        )
+    rows_out(
+        ["split", "out", "images", "labels", "seconds"],
+        [[s, r.out, r.images, len(r.labels), round(r.seconds, 2)] for s, r in reports.items()],
+        fmt,
+        title="Fashion-MNIST",
+    )
+
+
+@dataset_app.command("info")
+def dataset_info(
+    path: Annotated[str, typer.Argument(help="A dataset (Parquet or SequenceFile)")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Format, image count and images per label of a dataset."""
+    from collections import Counter
+
+    from .batch.dataset import open_dataset
+
+    ds = open_dataset(path)
+    labels: Counter[str] = Counter()
+    for batch in ds.iter_batches(512):
+        labels.update(r.label or "" for r in batch)
+    rows_out(
+        ["label", "images"],
+        sorted(labels.items()),
+        fmt,
+        title=f"{path}: {ds.format}, {sum(labels.values())} images, {len(labels)} labels",
+    )
+
+
+# --- features, vocabulary, encoding ----------------------------------------------------------------
+
+
+@features_app.command("extract")
+def features_extract(
+    dataset: Annotated[str, typer.Argument(help="Image dataset (Parquet or SequenceFile)")],
+    out: Annotated[str, typer.Argument(help="Output features (Parquet)")],
+    algo: Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")] = "sift",
+    max_keypoints: Annotated[int, typer.Option(min=0, help="Keep the N strongest keypoints (0 = all)")] = 0,
+    size: Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")] = 0,
+    step: Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")] = None,
+    root: Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT (Hellinger) descriptors")] = False,
+    engine: EngineOpt = "local",
+    master: MasterOpt = None,
+    processes: ProcessesOpt = None,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Extract local features of every image; images with no keypoints are kept and counted."""
+    from .batch.dataset import open_dataset
+    from .batch.features import FeatureExtractor
+    from .batch.pipeline import extract_features
+
+    params: dict[str, Any] = {"algo": algo, "max_keypoints": max_keypoints, "size": size, "root": root}
+    if step is not None:
+        params["dense_step"] = step
+    total = open_dataset(dataset).count()
+    with _engine(engine, master, processes) as eng, _progress(f"extract {algo}", total) as tick:
+        report = extract_features(dataset, out, FeatureExtractor(**params), eng, tick, overwrite=overwrite)
+    _rejected(report.rejected)
+    _summary(
+        [
+            ("out", report.out),
+            ("algo", report.algo),
+            ("engine", engine),
+            ("images", report.images),
+            ("no_keypoints", report.empty),
+            ("descriptors", report.descriptors),
+            ("rejected", len(report.rejected)),
+            ("seconds", round(report.seconds, 2)),
+            ("images_per_second", round(report.images_per_second, 1)),
+        ],
+        fmt,
+        "features extracted",
+    )
+
+
+@vocab_app.command("train")
+def vocab_train(
+    features: Annotated[str, typer.Argument(help="Features dataset (from `features extract`)")],
+    out: Annotated[str, typer.Argument(help="Output vocabulary (.npz: centres + metadata)")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of visual words")] = 1000,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Train on a random sample of N descriptors")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed + engine = same vocabulary)")] = 0,
+    max_iter: Annotated[int, typer.Option(min=1, help="Most k-means iterations")] = 100,
+    engine: EngineOpt = "local",
+    master: MasterOpt = None,
+    processes: ProcessesOpt = None,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """K-means vocabulary: scikit-learn locally (k-means++, mini-batch when large), MLlib k-means|| on Spark."""
+    from .batch.pipeline import train_vocabulary_file
+
+    with _engine(engine, master, processes) as eng, _status("training the vocabulary", fmt):
+        vocab = train_vocabulary_file(
+            features, out, k, eng, sample=sample, seed=seed, max_iter=max_iter, overwrite=overwrite
+        )
+    m = vocab.meta
+    _summary(
+        [
+            ("out", out),
+            ("k", vocab.k),
+            ("dim", vocab.dim),
+            ("engine", m.get("engine", engine)),
+            ("method", m.get("method", "")),
+            ("descriptors", m.get("n_descriptors", "")),
+            ("mean_sq_distance", m.get("mean_sq_distance", "")),
+            ("seconds", round(float(m.get("seconds", 0.0)), 2)),
+        ],
+        fmt,
+        "vocabulary trained",
+    )
+
+
+def parse_pyramid(text: str) -> tuple[int, ...]:
+    """'1,2' → (1, 2); InputError for anything but positive integers."""
+    try:
+        levels = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        levels = ()
+    if not levels or any(v < 1 for v in levels):
+        raise InputError(f"--pyramid must be grid sizes like 1,2 or 1,2,4, got {text!r}")
+    return levels
+
+
+def encode(
+    features: Annotated[str, typer.Argument(help="Features dataset")],
+    vocab: Annotated[str, typer.Argument(help="Vocabulary (.npz from `vocab train`)")],
+    out: Annotated[str, typer.Argument(help="Output bags of words (Parquet)")],
+    pooling: Annotated[str, typer.Option(help="sum, max or count")] = "sum",
+    assign: Annotated[str, typer.Option(help="hard (nearest word) or soft (kernel codebook)")] = "hard",
+    norm: Annotated[str, typer.Option(help="l1, l2, power (signed sqrt + l2) or none")] = "l2",
+    pyramid: Annotated[str, typer.Option(help="Spatial pyramid grid sizes, e.g. 1,2")] = "1",
+    engine: EngineOpt = "local",
+    master: MasterOpt = None,
+    processes: ProcessesOpt = None,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Encode each image's descriptors as a bag of visual words (chunked BLAS assignment)."""
+    from .batch.pipeline import encode_features
+    from .batch.records import count_rows
+
+    params = {"pooling": pooling, "assign": assign, "norm": norm, "pyramid": parse_pyramid(pyramid)}
+    total = count_rows(features)
+    with _engine(engine, master, processes) as eng, _progress("encode", total) as tick:
+        report = encode_features(features, vocab, out, eng, params, tick, overwrite=overwrite)
+    _summary(
+        [
+            ("out", report.out),
+            ("images", report.images),
+            ("dim", report.dim),
+            ("descriptors", report.descriptors),
+            ("seconds", round(report.seconds, 2)),
+        ],
+        fmt,
+        "encoded",
+    )
+
+
+# --- classify --------------------------------------------------------------------------------------
+
+
+@classify_app.command("train")
+def classify_train(
+    bow: Annotated[str, typer.Argument(help="Labelled bags of words (from `encode`)")],
+    out: Annotated[str, typer.Argument(help="Output model file")],
+    classifier: Annotated[str, typer.Option(help="linear-svm or logreg")] = "linear-svm",
+    c: Annotated[float, typer.Option("--c", "-C", help="Regularisation constant C")] = 1.0,
+    vocab: Annotated[
+        str | None, typer.Option(help="The vocabulary BOW was encoded with, if it moved")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    engine: EngineOpt = "local",
+    master: MasterOpt = None,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Train a classifier; the saved model includes the extractor and the encoder, so it labels raw images.
+
+    Linear models on k-dimensional vectors fit in memory, so training runs on this machine with either
+    engine (the engine choice is accepted for uniformity; Spark does the distributed steps before it).
+    """
+    from .batch.pipeline import train_classifier
+
+    _engine(engine, master, None).close()
+    with _status("training", fmt):
+        report = train_classifier(bow, out, classifier, c=c, seed=seed, vocabulary=vocab, overwrite=overwrite)
+    _summary(
+        [
+            ("out", report.out),
+            ("classifier", report.classifier),
+            ("images", report.images),
+            ("classes", len(report.classes)),
+            ("train_accuracy", round(report.train_accuracy, 4)),
+            ("seconds", round(report.seconds, 2)),
+        ],
+        fmt,
+        "model trained",
+    )
+
+
+def _print_evaluation(evaluation: Any, fmt: Format, title: str) -> None:
+    if fmt == Format.json:
+        import json
+
+        print(json.dumps(evaluation.to_dict()))
+        return
+    rows_out(
+        ["class", "precision", "recall", "f1", "support"],
+        [[p["class"], p["precision"], p["recall"], p["f1"], p["support"]] for p in evaluation.per_class],
+        fmt,
+        title=f"{title}: accuracy {evaluation.accuracy:.4f} on {evaluation.images} images",
+    )
+
+
+@classify_app.command("eval")
+def classify_eval(
+    model: Annotated[str, typer.Argument(help="Model file (from `classify train`)")],
+    bow: Annotated[str, typer.Argument(help="Labelled bags of words encoded like the training set")],
+    confusion: Annotated[
+        str | None, typer.Option(help="Write the confusion matrix to PREFIX.csv and PREFIX.png")
+    ] = None,
+    engine: EngineOpt = "local",
+    master: MasterOpt = None,
+    processes: ProcessesOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Accuracy, per-class precision and recall, and the confusion matrix (CSV + PNG)."""
+    from .batch.classify import write_confusion_csv, write_confusion_png
+    from .batch.pipeline import evaluate_model
+
+    with _engine(engine, master, processes) as eng:
+        evaluation = evaluate_model(model, bow, eng)
+    if confusion:
+        write_confusion_csv(evaluation, f"{confusion}.csv")
+        write_confusion_png(evaluation, f"{confusion}.png")
+        err_console.print(f"confusion matrix: {confusion}.csv, {confusion}.png")
+    _print_evaluation(evaluation, fmt, "evaluation")
+
+
+@classify_app.command("predict")
+def classify_predict(
+    model: Annotated[str, typer.Argument(help="Model file (from `classify train`)")],
+    images: Annotated[list[Path], typer.Argument(help="Image files")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Label image files with a trained model. Unreadable files are reported and make the exit code 1."""
+    import cv2
+    import numpy as np
+
+    from .batch.model import BovwModel
+    from .batch.records import ImageRecord
+
+    m = BovwModel.load(model)
+    records, errors = [], []
+    for path in images:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            errors.append((str(path), f"unreadable: {exc.strerror or exc}"))
+            continue
+        if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) is None:
+            errors.append((str(path), "OpenCV cannot decode it (not an image or truncated)"))
+            continue
+        records.append(ImageRecord(key=str(path), label=None, data=data))
+    predictions = m.predict_records(records)
+    rows = [[p.key, p.label, round(p.score, 4), ""] for p in predictions]
+    rows += [[key, "", "", reason] for key, reason in errors]
+    rows_out(["image", "label", "score", "error"], rows, fmt, title=f"predictions of {model}")
+    if errors:
+        raise typer.Exit(1)
+
+
+# --- bovw run --------------------------------------------------------------------------------------
+
+
+@bovw_app.command("run")
+def bovw_run(
+    train: Annotated[str, typer.Argument(help="Training dataset (Parquet or SequenceFile)")],
+    test: Annotated[str, typer.Argument(help="Test dataset")],
+    workdir: Annotated[
+        str | None, typer.Option(help="Folder for every artefact [default: ./bovw-<time>]")
+    ] = None,
+    algo: Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")] = "dense-sift",
+    size: Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")] = 0,
+    max_keypoints: Annotated[int, typer.Option(min=0, help="Keep the N strongest keypoints (0 = all)")] = 0,
+    step: Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")] = None,
+    root: Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT descriptors")] = True,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Vocabulary size")] = 1000,
+    sample: Annotated[int | None, typer.Option(min=1, help="Vocabulary trained on N descriptors")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    pooling: Annotated[str, typer.Option(help="sum, max or count")] = "sum",
+    assign: Annotated[str, typer.Option(help="hard or soft")] = "hard",
+    norm: Annotated[str, typer.Option(help="l1, l2, power or none")] = "power",
+    pyramid: Annotated[str, typer.Option(help="Spatial pyramid grid sizes")] = "1,2",
+    classifier: Annotated[str, typer.Option(help="linear-svm or logreg")] = "linear-svm",
+    c: Annotated[float, typer.Option("--c", "-C", help="Regularisation constant C")] = 1.0,
+    engine: EngineOpt = "local",
+    master: MasterOpt = None,
+    processes: ProcessesOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Extract, train a vocabulary, encode, train a classifier and evaluate it on TEST; prints the report."""
+    import json
+    import time
+
+    from .batch.pipeline import BovwConfig, run_bovw
+
+    extra: dict[str, Any] = {"root": root}
+    if step is not None:
+        extra["dense_step"] = step
+    config = BovwConfig(
+        algo=algo,
+        size=size,
+        max_keypoints=max_keypoints,
+        extractor=extra,
+        k=k,
+        sample=sample,
+        seed=seed,
+        encoder={"pooling": pooling, "assign": assign, "norm": norm, "pyramid": parse_pyramid(pyramid)},
+        classifier=classifier,
+        c=c,
+    )
+    workdir = workdir or f"bovw-{time.strftime('%Y%m%d-%H%M%S')}"
+    with _engine(engine, master, processes) as eng:
+        report = run_bovw(train, test, workdir, config, eng, _progress)
+    for split, counts in report.extract.items():
+        for r in counts["rejected"]:
+            err_console.print(f"[yellow]skipped[/] {split} {r['key']}: {r['reason']}", highlight=False)
+    if fmt == Format.json:
+        print(json.dumps(report.to_dict()))
+        return
+    _print_evaluation(report.evaluation, fmt, f"bovw run ({report.engine})")
+    if fmt == Format.table:
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in report.steps.items())
+        console.print(f"accuracy [bold]{report.accuracy:.4f}[/]; {steps}; artefacts in {report.workdir}")
