@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from media import sample
 
 #: A small Caltech-style folder: label = sub-folder. All real photographs or drawings.
