@@ -1,0 +1,410 @@
+"""Image datasets: one Parquet file or Hadoop SequenceFile of encoded images, packed from a folder.
+
+A folder of files is slow to list on a cluster and says nothing about which files are broken, so the
+batch steps read packed datasets: every image decoded once at pack time (the rejects are listed, not
+silently dropped), keyed by its path relative to the folder, labelled by its sub-folder (the Caltech
+layout). Spark's own Parquet and SequenceFile output directories are datasets too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import cv2
+import numpy as np
+
+from ..engines.base import Progress, Rejected
+from ..errors import InputError
+from . import records
+from .records import ImageRecord, TableWriter
+from .seqfile import SequenceFileWriter, count_sequencefile, iter_sequencefile, part_files
+
+__all__ = [
+    "FORMATS",
+    "IMAGE_EXTENSIONS",
+    "DatasetFormat",
+    "ImageDataset",
+    "PackReport",
+    "check_output",
+    "detect_format",
+    "image_size",
+    "label_from_key",
+    "open_dataset",
+    "pack",
+]
+
+DatasetFormat = Literal["parquet", "sequencefile", "folder"]
+#: What `pack` writes.
+FORMATS = ("parquet", "sequencefile")
+#: File extensions taken as images in a folder (lower case); other files are counted as ignored.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+)
+IMAGE_COLUMNS = ("key", "label", "bytes")
+# A Parquet row group is flushed at this many images or bytes, whichever comes first.
+_ROWS_PER_GROUP = 256
+_BYTES_PER_GROUP = 64 << 20
+
+
+def label_from_key(key: str) -> str | None:
+    """The image's folder relative to the dataset root ("cats/a.jpg" -> "cats"); None at the root."""
+    return posixpath.dirname(key) or None
+
+
+def _magic(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8)
+    except OSError as exc:
+        raise InputError(f"dataset {path!r} cannot be read: {exc.strerror or exc}") from exc
+
+
+def detect_format(path: str | os.PathLike[str]) -> DatasetFormat:
+    """What `path` holds, from magic bytes: a Parquet or SequenceFile dataset, or a folder of images.
+
+    A directory is a dataset when its first part file (Spark output) is one, otherwise a folder.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        parts = part_files(path)
+        head = _magic(parts[0]) if parts else b""
+    elif os.path.isfile(path):
+        head = _magic(path)
+    else:
+        raise InputError(f"dataset {path!r} does not exist")
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"SEQ"):
+        return "sequencefile"
+    if os.path.isdir(path):
+        return "folder"
+    raise InputError(
+        f"dataset {path!r} is neither a Parquet file nor a Hadoop SequenceFile (it starts with {head!r})"
+    )
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def _rebatch(records_: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
+    batch: list[ImageRecord] = []
+    for record in records_:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A packed image dataset (a file, or a directory of Spark part files); read it in batches."""
+
+    path: str
+    format: Literal["parquet", "sequencefile"]
+
+    def count(self) -> int:
+        """Number of images: from the Parquet footers, or a scan that skips SequenceFile values."""
+        if self.format == "parquet":
+            return records.count_rows(self.path)
+        return count_sequencefile(self.path)
+
+    def meta(self) -> dict[str, Any]:
+        """The visionlake metadata (source, label counts) of a Parquet dataset; {} otherwise."""
+        return records.read_meta(self.path) if self.format == "parquet" else {}
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        if self.format == "sequencefile":
+            for key, value in iter_sequencefile(self.path):
+                yield ImageRecord(key, label_from_key(key), value)
+            return
+        for table in records.iter_tables(self.path, columns=IMAGE_COLUMNS):
+            keys, labels, blobs = (table.column(c).to_pylist() for c in IMAGE_COLUMNS)
+            for key, label, blob in zip(keys, labels, blobs, strict=True):
+                yield ImageRecord(key, label, blob or b"")
+
+    def iter_batches(self, batch_size: int = 64) -> Iterator[list[ImageRecord]]:
+        """The images in stored order (part files in name order), `batch_size` at a time."""
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, not {batch_size}")
+        return _rebatch(self, batch_size)
+
+
+def open_dataset(path: str | os.PathLike[str]) -> ImageDataset:
+    """The packed dataset at `path`; InputError when it is missing, a plain folder or not images."""
+    path = os.fspath(path)
+    kind = detect_format(path)
+    if kind == "folder":
+        raise InputError(
+            f"{path!r} is a folder of files, not a packed dataset: run "
+            f"`visionlake dataset pack {path} OUT` first and use OUT"
+        )
+    if kind == "parquet":
+        records.check_columns(path, IMAGE_COLUMNS, "visionlake image")
+    return ImageDataset(path, kind)
+
+
+# --- validating --------------------------------------------------------------------------------------
+
+
+def image_size(data: bytes) -> tuple[int, int] | str:
+    """(width, height) of encoded image `data`, or why OpenCV cannot decode it.
+
+    The whole image is decoded: a header check passes truncated files that fail later in extraction.
+    """
+    if not data:
+        return "empty image (0 bytes)"
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        return f"OpenCV cannot decode it: {str(exc).strip().splitlines()[-1]}"
+    if image is None:
+        return "OpenCV cannot decode it (not an image or truncated)"
+    return int(image.shape[1]), int(image.shape[0])
+
+
+class _Item(NamedTuple):
+    key: str
+    label: str | None
+    data: bytes | None  # None when it could not be read; `error` says why
+    error: str | None = None
+
+
+class _Checked(NamedTuple):
+    index: int  # position among the source's items, to find it again on the second pass
+    key: str
+    label: str | None
+    width: int
+    height: int
+    sha256: str
+    size: int
+
+
+def _scan_folder(root: str) -> tuple[list[tuple[str, str]], int]:
+    """(key, file) of every image under `root`, sorted by key, and the number of other files."""
+    found: list[tuple[str, str]] = []
+    ignored = 0
+
+    def unreadable(exc: OSError) -> None:
+        raise InputError(f"cannot list the folder {exc.filename!r}: {exc.strerror or exc}")
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            full = os.path.join(folder, name)
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                ignored += 1
+                continue
+            found.append((Path(os.path.relpath(full, root)).as_posix(), full))
+    found.sort()
+    return found, ignored
+
+
+def _folder_items(files: list[tuple[str, str]]) -> Iterator[_Item]:
+    for key, full in files:
+        try:
+            with open(full, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            yield _Item(key, label_from_key(key), None, f"unreadable: {exc.strerror or exc}")
+            continue
+        if not data:
+            yield _Item(key, label_from_key(key), None, "empty file")
+            continue
+        yield _Item(key, label_from_key(key), data)
+
+
+def _dataset_items(path: str) -> Iterator[_Item]:
+    for record in open_dataset(path):
+        yield _Item(record.key, record.label, record.data)
+
+
+def _source(src: str, kind: DatasetFormat) -> tuple[Callable[[], Iterator[_Item]], int]:
+    """A re-iterable view of what `src` holds (images in a stable order) and its ignored file count."""
+    if kind != "folder":
+        open_dataset(src)  # fail now on a non-image Parquet file, not halfway
+        return (lambda: _dataset_items(src)), 0
+    files, ignored = _scan_folder(src)
+    return (lambda: _folder_items(files)), ignored
+
+
+def _check(
+    items: Iterator[_Item], rejected: list[Rejected], progress: Progress
+) -> Iterator[tuple[_Item, _Checked]]:
+    """The decodable images of `items`, with their size and hash; the others go to `rejected`."""
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if progress is not None:
+            progress(1)
+        if item.key in seen:
+            rejected.append(Rejected(item.key, "duplicate key: an earlier image has the same key"))
+            continue
+        seen.add(item.key)
+        if item.data is None:
+            rejected.append(Rejected(item.key, item.error or "unreadable"))
+            continue
+        size = image_size(item.data)
+        if isinstance(size, str):
+            rejected.append(Rejected(item.key, size))
+            continue
+        digest = hashlib.sha256(item.data).hexdigest()
+        yield item, _Checked(index, item.key, item.label, size[0], size[1], digest, len(item.data))
+
+
+# --- packing -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PackReport:
+    """What `pack` (or an import) wrote; `labels` maps label -> images, "" standing for no label."""
+
+    out: str
+    format: str
+    images: int = 0
+    bytes: int = 0  # encoded image bytes packed
+    labels: dict[str, int] = field(default_factory=dict)
+    ignored: int = 0  # files without an image extension
+    rejected: list[Rejected] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, label: str | None, size: int) -> None:
+        """Count one packed image of `size` bytes."""
+        self.images += 1
+        self.bytes += size
+        self.labels[label or ""] = self.labels.get(label or "", 0) + 1
+
+    def meta(self, source: str, **extra: Any) -> dict[str, Any]:
+        """The Parquet dataset metadata: kind, source, image count and label counts."""
+        labels = dict(sorted(self.labels.items()))
+        return {"kind": "images", "source": source, "images": self.images, "labels": labels, **extra}
+
+
+def check_output(out: str, overwrite: bool, src: str | None = None) -> None:
+    """InputError unless `out` may be written: new (or `overwrite`), a file, and not the source."""
+    if src is not None and os.path.exists(out) and os.path.samefile(src, out):
+        raise InputError(f"cannot pack {src!r} into itself: choose another OUT")
+    if os.path.isdir(out):
+        raise InputError(f"cannot write {out!r}: it is a directory (a dataset is written as one file)")
+    if os.path.exists(out) and not overwrite:
+        raise InputError(f"{out!r} already exists: pass overwrite (--overwrite) to replace it")
+
+
+def _no_images(src: str, report: PackReport) -> InputError:
+    if report.rejected:
+        first = report.rejected[0]
+        return InputError(
+            f"{src!r} has no decodable image: all {len(report.rejected)} were rejected "
+            f"(first: {first.key!r}: {first.reason})"
+        )
+    extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+    return InputError(
+        f"{src!r} holds no images (looked for {extensions}; {report.ignored} other file(s) ignored)"
+    )
+
+
+def _pack_sequencefile(
+    src: str, items: Callable[[], Iterator[_Item]], report: PackReport, progress: Progress
+) -> None:
+    with SequenceFileWriter(report.out) as writer:
+        for item, checked in _check(items(), report.rejected, progress):
+            writer.append(item.key, item.data or b"")
+            report.add(checked.label, checked.size)
+        if not report.images:
+            raise _no_images(src, report)
+
+
+def _zip_checked(
+    src: str, items: Iterator[_Item], checked: Iterable[_Checked]
+) -> Iterator[tuple[_Item, _Checked]]:
+    """Pairs each checked image with its item from a second pass over the source's `items`."""
+    wanted = iter(checked)
+    target = next(wanted, None)
+    for index, item in enumerate(items):
+        if target is None:
+            return
+        if index != target.index:
+            continue
+        data = item.data or b""
+        if item.key != target.key or (
+            len(data) != target.size or hashlib.sha256(data).hexdigest() != target.sha256
+        ):
+            raise InputError(f"{src!r} changed while it was being packed (at {target.key!r}): pack it again")
+        yield item, target
+        target = next(wanted, None)
+
+
+def _pack_parquet(
+    src: str, items: Callable[[], Iterator[_Item]], report: PackReport, progress: Progress
+) -> None:
+    # First pass decodes every image; the second writes the kept ones, since the Parquet metadata
+    # (image and label counts) must be known when the file is opened.
+    kept = [checked for _, checked in _check(items(), report.rejected, progress)]
+    for checked in kept:
+        report.add(checked.label, checked.size)
+    if not kept:
+        raise _no_images(src, report)
+    pa = records.require_pyarrow()
+    rows: list[tuple[_Item, _Checked]] = []
+    size = 0
+    with TableWriter(report.out, records.IMAGE_SCHEMA, report.meta(src)) as writer:
+        for pair in _zip_checked(src, items(), kept):
+            rows.append(pair)
+            size += pair[1].size
+            if len(rows) >= _ROWS_PER_GROUP or size >= _BYTES_PER_GROUP:
+                writer.write(_image_table(pa, rows))
+                rows, size = [], 0
+        if rows:
+            writer.write(_image_table(pa, rows))
+
+
+def _image_table(pa: Any, rows: list[tuple[_Item, _Checked]]) -> Any:
+    return pa.table(
+        {
+            "key": [c.key for _, c in rows],
+            "label": [c.label for _, c in rows],
+            "bytes": pa.array([i.data for i, _ in rows], pa.binary()),
+            "width": pa.array([c.width for _, c in rows], pa.int32()),
+            "height": pa.array([c.height for _, c in rows], pa.int32()),
+            "sha256": [c.sha256 for _, c in rows],
+        },
+        schema=records.IMAGE_SCHEMA,
+    )
+
+
+def pack(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    format: str = "parquet",
+    progress: Progress = None,
+    overwrite: bool = False,
+) -> PackReport:
+    """Pack a folder of images (or convert a SequenceFile/Parquet dataset) into one dataset file.
+
+    Every image is decoded once: undecodable ones are listed in `report.rejected` with the reason and
+    the others packed, keyed by relative path and labelled by folder. `progress` gets 1 per image.
+    """
+    started = time.perf_counter()
+    if format not in FORMATS:
+        raise InputError(f"unknown dataset format {format!r}: choose one of {', '.join(FORMATS)}")
+    src, out = os.fspath(src), os.fspath(out)
+    kind = detect_format(src)
+    check_output(out, overwrite, src)
+    items, ignored = _source(src, kind)
+    report = PackReport(out=out, format=format, ignored=ignored)
+    if format == "sequencefile":
+        _pack_sequencefile(src, items, report, progress)
+    else:
+        _pack_parquet(src, items, report, progress)
+    report.labels = dict(sorted(report.labels.items()))
+    report.seconds = time.perf_counter() - started
+    return report
