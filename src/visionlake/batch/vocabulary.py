@@ -1,0 +1,374 @@
+"""Visual vocabularies: k-means centres of local descriptors, and distances to them.
+
+A `Vocabulary` is one .npz file (centres + JSON metadata) that any engine writes and reads. The local
+engine trains it with scikit-learn (full k-means for small inputs, mini-batch k-means for large ones,
+float32 throughout); vocabularies of different engines are compared by `quantization_error`.
+Nearest-centre search lives here because training, quality checks and encoding all need it: one
+float32 GEMM per chunk of descriptors, never a loop over descriptors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .records import feature_sets, iter_tables, read_meta
+
+__all__ = [
+    "METHODS",
+    "Vocabulary",
+    "k_nearest_centres",
+    "nearest_centres",
+    "quantization_error",
+    "read_descriptors",
+    "sample_rows",
+    "train_vocabulary",
+]
+
+METHODS = ("auto", "kmeans", "minibatch")
+
+#: "auto" runs full k-means up to this many descriptor-centre pairs per pass (n * k), mini-batch above.
+AUTO_KMEANS_LIMIT = 20_000_000
+
+#: Mini-batch phase: rows per batch, and batches without improvement before it stops.
+MINIBATCH_SIZE = 8192
+MINIBATCH_PATIENCE = 5
+
+#: Full Lloyd passes over all descriptors after the mini-batch phase.
+REFINE_PASSES = 3
+
+#: Rows per distance block: (chunk, k) float32 blocks of ~16 MB for k = 1000.
+DEFAULT_CHUNK = 4096
+
+
+# --- the vocabulary file -----------------------------------------------------------------------------
+
+
+@dataclass
+class Vocabulary:
+    """k centres of dimension dim (float32) and what made them (engine, method, features, quality)."""
+
+    centers: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        centers = np.ascontiguousarray(self.centers, dtype=np.float32)
+        if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] < 1:
+            raise InputError(
+                f"vocabulary centres must be a non-empty (k, dim) matrix, not shape {centers.shape}"
+            )
+        self.centers = centers
+
+    @property
+    def k(self) -> int:
+        return int(self.centers.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.centers.shape[1])
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write one .npz file at exactly `path` (centres + JSON meta), atomically (temp file + rename)."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise InputError(f"cannot write vocabulary {path!r}: the folder {folder!r} does not exist")
+        meta = np.frombuffer(json.dumps(self.meta, sort_keys=True, default=_json_default).encode(), np.uint8)
+        fd, tmp = tempfile.mkstemp(prefix=".vocabulary-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, centers=self.centers, meta=meta)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Vocabulary:
+        """Read a file written by `save`; InputError names the file when it is missing or not one."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise InputError(f"vocabulary {path!r} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = {"centers", "meta"} - set(data.files)
+                if missing:
+                    raise InputError(
+                        f"vocabulary {path!r} is not a visionlake vocabulary: it lacks {sorted(missing)}"
+                    )
+                centers = data["centers"]
+                meta = json.loads(data["meta"].tobytes().decode())
+        except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            raise InputError(f"vocabulary {path!r} is not a readable .npz vocabulary file: {exc}") from exc
+        if centers.ndim != 2 or not np.issubdtype(centers.dtype, np.floating):
+            raise InputError(
+                f"vocabulary {path!r} has bad centres: {centers.dtype} array of shape {centers.shape}"
+            )
+        return cls(centers, meta if isinstance(meta, dict) else {})
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# --- distances ---------------------------------------------------------------------------------------
+
+
+def _as_matrix(descriptors: Any, what: str) -> np.ndarray:
+    array = np.asarray(descriptors)
+    if array.ndim != 2:
+        raise InputError(f"{what} must be a 2-D (n, dim) matrix, not shape {array.shape}")
+    return array
+
+
+def _sq_distance_blocks(
+    descriptors: Any, centers: Any, chunk: int
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """(rows, D, ||x||²) per block, where D = ||c||² - 2 x·c (float32 GEMM): D + ||x||² is the distance²."""
+    x_all = _as_matrix(descriptors, "descriptors")
+    c = np.ascontiguousarray(_as_matrix(centers, "centres"), dtype=np.float32)
+    if x_all.shape[1] != c.shape[1]:
+        raise InputError(
+            f"descriptors have dimension {x_all.shape[1]} but the centres have dimension {c.shape[1]}"
+        )
+    if int(chunk) < 1:
+        raise InputError(f"chunk must be >= 1 row, not {chunk!r}")
+    c_sq = np.einsum("ij,ij->i", c, c)
+    minus_2ct = np.ascontiguousarray(c.T * np.float32(-2.0))
+    for start in range(0, x_all.shape[0], int(chunk)):
+        rows = slice(start, min(start + int(chunk), x_all.shape[0]))
+        x = np.ascontiguousarray(x_all[rows], dtype=np.float32)
+        block = x @ minus_2ct
+        block += c_sq
+        yield rows, block, np.einsum("ij,ij->i", x, x)
+
+
+def nearest_centres(
+    descriptors: Any, centers: Any, chunk: int = DEFAULT_CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index (int64) and squared distance (float32) of each descriptor's nearest centre.
+
+    ||x||² - 2 x·c + ||c||² with one float32 GEMM per `chunk` rows, so memory stays at chunk x k.
+    """
+    n = _as_matrix(descriptors, "descriptors").shape[0]
+    index = np.empty(n, np.int64)
+    sq = np.empty(n, np.float32)
+    for rows, block, x_sq in _sq_distance_blocks(descriptors, centers, chunk):
+        best = block.argmin(axis=1)
+        index[rows] = best
+        sq[rows] = np.take_along_axis(block, best[:, None], axis=1)[:, 0] + x_sq
+    np.maximum(sq, 0.0, out=sq)  # rounding can leave -0.0001 for a descriptor on a centre
+    return index, sq
+
+
+def k_nearest_centres(
+    descriptors: Any, centers: Any, m: int, chunk: int = DEFAULT_CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `m` nearest centres of each descriptor, nearest first: (n, m) int64 and (n, m) float32 distance²."""
+    x = _as_matrix(descriptors, "descriptors")
+    k = _as_matrix(centers, "centres").shape[0]
+    m = min(int(m), k)
+    index = np.empty((x.shape[0], m), np.int64)
+    sq = np.empty((x.shape[0], m), np.float32)
+    for rows, block, x_sq in _sq_distance_blocks(x, centers, chunk):
+        part = (
+            np.argpartition(block, m - 1, axis=1)[:, :m]
+            if m < k
+            else np.tile(np.arange(k), (block.shape[0], 1))
+        )
+        dist = np.take_along_axis(block, part, axis=1)
+        order = np.argsort(dist, axis=1)
+        index[rows] = np.take_along_axis(part, order, axis=1)
+        sq[rows] = np.take_along_axis(dist, order, axis=1) + x_sq[:, None]
+    np.maximum(sq, 0.0, out=sq)
+    return index, sq
+
+
+def quantization_error(descriptors: Any, centers: Any, chunk: int = DEFAULT_CHUNK) -> float:
+    """Mean squared distance of the descriptors to their nearest centre (lower = better vocabulary)."""
+    _, sq = nearest_centres(descriptors, centers, chunk)
+    return float(sq.mean(dtype=np.float64)) if sq.size else 0.0
+
+
+def sample_rows(n: int, sample: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of a seeded uniform sample of `sample` of `n` rows; None when it means all rows."""
+    if sample is None or sample >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+
+
+# --- training ----------------------------------------------------------------------------------------
+
+
+def train_vocabulary(
+    descriptors: Any,
+    k: int,
+    *,
+    seed: int = 0,
+    sample: int | None = None,
+    max_iter: int = 100,
+    method: str = "auto",
+    meta: dict[str, Any] | None = None,
+) -> Vocabulary:
+    """k-means centres of `descriptors` ((n, dim), converted to float32) with scikit-learn.
+
+    sample: train on a seeded uniform sample of that many descriptors. method: "kmeans" (k-means++
+    then Lloyd, scikit-learn's KMeans), "minibatch" (MiniBatchKMeans, then REFINE_PASSES Lloyd passes
+    over all descriptors: k=1000 on 1M SIFT descriptors in under a minute on 2 cores, as good as full
+    k-means) or "auto" (kmeans while n * k <= AUTO_KMEANS_LIMIT). max_iter: Lloyd iterations of
+    kmeans, epochs of minibatch. `meta` (e.g. the features' metadata) is recorded in the result's meta.
+    """
+    started = time.perf_counter()
+    x = _as_matrix(descriptors, "descriptors")
+    _check_training(x, k, sample, max_iter, method)
+    n_total = x.shape[0]
+    rows = sample_rows(n_total, sample, seed)
+    if rows is not None:
+        x = x[rows]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if k > x.shape[0]:
+        sampled = f" (a sample of {x.shape[0]} of {n_total})" if x.shape[0] < n_total else ""
+        raise InputError(
+            f"k={k} clusters need at least {k} descriptors, but there are only {x.shape[0]}{sampled}"
+        )
+    if method == "auto":
+        method = "kmeans" if x.shape[0] * k <= AUTO_KMEANS_LIMIT else "minibatch"
+    fit = _fit_kmeans if method == "kmeans" else _fit_minibatch
+    centers, mse = fit(x, k, seed, max_iter)
+    info = dict(meta or {})
+    info.update(
+        kind="vocabulary",
+        engine="local",
+        method=method,
+        seed=seed,
+        k=k,
+        dim=int(x.shape[1]),
+        n_descriptors=int(n_total),
+        sample=sample,
+        max_iter=max_iter,
+        refine_passes=REFINE_PASSES if method == "minibatch" else 0,
+        mean_sq_distance=mse,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return Vocabulary(centers, info)
+
+
+def _check_training(x: np.ndarray, k: Any, sample: Any, max_iter: Any, method: Any) -> None:
+    if not _is_int(k) or k < 1:
+        raise InputError(f"k (the number of visual words) must be an integer >= 1, not {k!r}")
+    if sample is not None and (not _is_int(sample) or sample < 1):
+        raise InputError(f"sample must be a number of descriptors >= 1 (or None for all), not {sample!r}")
+    if not _is_int(max_iter) or max_iter < 1:
+        raise InputError(f"max_iter must be an integer >= 1, not {max_iter!r}")
+    if method not in METHODS:
+        raise InputError(f"unknown k-means method {method!r}: use one of {', '.join(METHODS)}")
+    if x.shape[1] < 1:
+        raise InputError("descriptors have dimension 0")
+
+
+def _fit_kmeans(x: np.ndarray, k: int, seed: int, max_iter: int) -> tuple[np.ndarray, float]:
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=max_iter, random_state=seed).fit(x)
+    return model.cluster_centers_.astype(np.float32), float(model.inertia_) / x.shape[0]
+
+
+def _fit_minibatch(x: np.ndarray, k: int, seed: int, max_iter: int) -> tuple[np.ndarray, float]:
+    """MiniBatchKMeans to get close fast, then full Lloyd passes (settings measured on 1M SIFT, k=1000).
+
+    Early stopping after MINIBATCH_PATIENCE batches without improvement ends the mini-batch phase in
+    2-3 epochs; the Lloyd passes then lower the quantisation error below that of full k-means on a
+    200k sample, each pass one float32 GEMM sweep.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    batch = min(MINIBATCH_SIZE, x.shape[0])
+    model = MiniBatchKMeans(
+        n_clusters=k,
+        init="k-means++",
+        n_init=1,
+        init_size=min(x.shape[0], max(3 * batch, 3 * k)),
+        batch_size=batch,
+        max_iter=max_iter,
+        max_no_improvement=MINIBATCH_PATIENCE,
+        reassignment_ratio=0.01,
+        compute_labels=False,  # the Lloyd passes below assign every descriptor anyway
+        random_state=seed,
+    ).fit(x)
+    centers = model.cluster_centers_.astype(np.float32)
+    for _ in range(REFINE_PASSES):
+        labels, _ = nearest_centres(x, centers)
+        centers = _cluster_means(x, labels, centers)
+    return centers, quantization_error(x, centers)
+
+
+def _cluster_means(x: np.ndarray, labels: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """One Lloyd update: the mean of each cluster's rows (a sparse one-hot product); empty ones stay."""
+    from scipy import sparse
+
+    k = previous.shape[0]
+    onehot = sparse.csr_array(
+        (np.ones(len(labels), np.float32), (labels, np.arange(len(labels)))), shape=(k, len(labels))
+    )
+    sums = np.asarray(onehot @ x, dtype=np.float32)
+    counts = np.bincount(labels, minlength=k)
+    centers = previous.copy()
+    filled = counts > 0
+    centers[filled] = sums[filled] / counts[filled, None].astype(np.float32)
+    return centers
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+# --- descriptors of a features dataset ---------------------------------------------------------------
+
+
+def read_descriptors(
+    features_path: str | os.PathLike[str], *, sample: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """All descriptors of a features dataset stacked as float32, or a seeded uniform `sample` of them.
+
+    Streams the dataset twice (counts, then rows), holding only the result: (n, dim) and its metadata.
+    """
+    path = os.fspath(features_path)
+    if not os.path.exists(path):
+        raise InputError(f"features dataset {path!r} does not exist")
+    if sample is not None and (not _is_int(sample) or sample < 1):
+        raise InputError(f"sample must be a number of descriptors >= 1 (or None for all), not {sample!r}")
+    meta = read_meta(path)
+    if "dim" not in meta or "dtype" not in meta:
+        raise InputError(f"{path!r} is not a features dataset: its metadata has no descriptor dim/dtype")
+    dim, dtype = int(meta["dim"]), str(meta["dtype"])
+    total = sum(int(np.asarray(t.column("n_keypoints")).sum()) for t in iter_tables(path, ["n_keypoints"]))
+    wanted = sample_rows(total, sample, seed)
+    out = np.empty((total if wanted is None else wanted.size, dim), np.float32)
+    seen = filled = 0
+    for table in iter_tables(path):
+        sets = [s for s in feature_sets(table, dim, dtype) if s.n_keypoints]
+        if not sets:
+            continue
+        block = np.concatenate([s.descriptors for s in sets])
+        rows = block.shape[0]
+        if wanted is not None:
+            lo, hi = np.searchsorted(wanted, [seen, seen + rows])
+            block = block[wanted[lo:hi] - seen]
+        out[filled : filled + block.shape[0]] = block
+        filled += block.shape[0]
+        seen += rows
+    return out[:filled], meta
