@@ -262,11 +262,12 @@ class SparkEngine(Engine):
     def spark(self) -> Any:
         if self._spark is None:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            from pyspark import SparkContext
             from pyspark.sql import SparkSession
 
-            active = SparkSession.getActiveSession()
-            if active is not None:
-                self._spark = active
+            # a context running anywhere in this process (any thread) is joined, never stopped by us
+            if SparkContext._active_spark_context is not None:
+                self._spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
             else:
                 self._spark = (
                     SparkSession.builder.master(self.master)
