@@ -172,7 +172,7 @@ def _job(token: str, payload: bytes) -> Any:
 
 def _ready() -> int:
     """A warm-up task: import what the steps use (OpenCV, scikit-learn) before the first real batch."""
-    from ..batch import features  # noqa: F401 - cv2 and sklearn.base
+    from ..batch import encode, features  # noqa: F401 - cv2, sklearn, scipy
 
     return os.getpid()
 
