@@ -44,9 +44,10 @@ def test_nearest_centres_equals_brute_force(sift_sets, vocabulary):
     assert index.dtype == np.int64 and sq.dtype == np.float32
     np.testing.assert_array_equal(index, d.argmin(1))
     np.testing.assert_allclose(sq, d.min(1), rtol=1e-4, atol=1.0)
-    top, top_sq = k_nearest_centres(x, vocabulary.centers, 4, chunk=128)
-    np.testing.assert_array_equal(top, np.argsort(d, axis=1)[:, :4])
-    np.testing.assert_allclose(top_sq, np.sort(d, axis=1)[:, :4], rtol=1e-4, atol=1.0)
+    for m in (1, 4, 12, K):  # repeated argmin up to 8 neighbours, argpartition or a full sort beyond
+        top, top_sq = k_nearest_centres(x, vocabulary.centers, m, chunk=128)
+        np.testing.assert_array_equal(top, np.argsort(d, axis=1)[:, :m])
+        np.testing.assert_allclose(top_sq, np.sort(d, axis=1)[:, :m], rtol=1e-4, atol=1.0)
 
 
 def test_nearest_centres_of_binary_descriptors():

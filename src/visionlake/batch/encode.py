@@ -19,7 +19,6 @@ from sklearn.utils.validation import check_is_fitted
 from ..errors import InputError
 from .records import FeatureSet
 from .vocabulary import (
-    DEFAULT_CHUNK,
     Vocabulary,
     k_nearest_centres,
     nearest_centres,
@@ -52,7 +51,7 @@ class BowEncoder(TransformerMixin, BaseEstimator):
     pooling: "sum" of weights, "max" weight per word, or "count" (hard counts; needs assign="hard").
     pyramid: grid sizes of a spatial pyramid, e.g. (1, 2) gives 1x1 + 2x2 cells, k * 5 dimensions.
     norm: "l2", "l1", "power" (signed square root, then L2: Hellinger) or "none", over the whole vector.
-    chunk_size: descriptors per distance block (memory is chunk_size x k floats).
+    chunk_size: descriptors per distance block (memory is chunk_size x k floats); None = automatic.
     """
 
     def __init__(
@@ -67,7 +66,7 @@ class BowEncoder(TransformerMixin, BaseEstimator):
         sigma: float | None = None,
         seed: int = 0,
         sample: int | None = None,
-        chunk_size: int = DEFAULT_CHUNK,
+        chunk_size: int | None = None,
     ) -> None:
         self.vocabulary = vocabulary
         self.k = k
@@ -157,10 +156,12 @@ class BowEncoder(TransformerMixin, BaseEstimator):
             raise InputError(
                 f"pyramid must be a non-empty list of grid sizes >= 1, e.g. (1, 2), not {levels!r}"
             )
-        for name in ("soft_neighbours", "chunk_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise InputError(f"{name} must be an integer >= 1, not {value!r}")
+        if not _is_int(self.soft_neighbours) or self.soft_neighbours < 1:
+            raise InputError(f"soft_neighbours must be an integer >= 1, not {self.soft_neighbours!r}")
+        if self.chunk_size is not None and (not _is_int(self.chunk_size) or self.chunk_size < 1):
+            raise InputError(
+                f"chunk_size must be an integer >= 1 (or None for automatic), not {self.chunk_size!r}"
+            )
         if self.sigma is not None and (not isinstance(self.sigma, int | float) or not self.sigma > 0):
             raise InputError(f"sigma must be a number > 0 (or None to estimate it), not {self.sigma!r}")
         vocabulary = self.vocabulary

@@ -230,7 +230,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             desc = np.zeros((0, dim), dtype)
             points = np.zeros((0, 2), np.float32)
         else:
-            points = np.array([kp.pt for kp in keypoints], np.float32).reshape(-1, 2)
+            points = cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32, copy=False)
             if self.max_keypoints and len(keypoints) > self.max_keypoints:
                 response = np.array([kp.response for kp in keypoints], np.float32)
                 keep = np.argsort(-response, kind="stable")[: self.max_keypoints]
