@@ -279,6 +279,12 @@ def encode(
     assign: Annotated[str, typer.Option(help="hard (nearest word) or soft (kernel codebook)")] = "hard",
     norm: Annotated[str, typer.Option(help="l1, l2, power (signed sqrt + l2) or none")] = "l2",
     pyramid: Annotated[str, typer.Option(help="Spatial pyramid grid sizes, e.g. 1,2")] = "1",
+    sigma: Annotated[
+        float | None,
+        typer.Option(
+            help="Soft-assignment bandwidth [default: estimated]; give a test set its training set's"
+        ),
+    ] = None,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     processes: ProcessesOpt = None,
@@ -287,9 +293,16 @@ def encode(
 ) -> None:
     """Encode each image's descriptors as a bag of visual words (chunked BLAS assignment)."""
     from .batch.pipeline import encode_features
-    from .batch.records import count_rows
+    from .batch.records import count_rows, read_meta
 
-    params = {"pooling": pooling, "assign": assign, "norm": norm, "pyramid": parse_pyramid(pyramid)}
+    params: dict[str, Any] = {
+        "pooling": pooling,
+        "assign": assign,
+        "norm": norm,
+        "pyramid": parse_pyramid(pyramid),
+    }
+    if sigma is not None:
+        params["sigma"] = sigma
     total = count_rows(features)
     with _engine(engine, master, processes) as eng, _progress("encode", total) as tick:
         report = encode_features(features, vocab, out, eng, params, tick, overwrite=overwrite)
@@ -299,6 +312,7 @@ def encode(
             ("images", report.images),
             ("dim", report.dim),
             ("descriptors", report.descriptors),
+            ("sigma", read_meta(report.out).get("encoder_params", {}).get("sigma")),
             ("seconds", round(report.seconds, 2)),
         ],
         fmt,
@@ -431,15 +445,15 @@ def bovw_run(
         str | None, typer.Option(help="Folder for every artefact [default: ./bovw-<time>]")
     ] = None,
     algo: Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")] = "dense-sift",
-    size: Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")] = 0,
+    size: Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")] = 64,
     max_keypoints: Annotated[int, typer.Option(min=0, help="Keep the N strongest keypoints (0 = all)")] = 0,
-    step: Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")] = None,
+    step: Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")] = 4,
     root: Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT descriptors")] = True,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Vocabulary size")] = 1000,
-    sample: Annotated[int | None, typer.Option(min=1, help="Vocabulary trained on N descriptors")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Vocabulary size")] = 512,
+    sample: Annotated[int | None, typer.Option(min=1, help="Vocabulary trained on N descriptors")] = 200_000,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     pooling: Annotated[str, typer.Option(help="sum, max or count")] = "sum",
-    assign: Annotated[str, typer.Option(help="hard or soft")] = "hard",
+    assign: Annotated[str, typer.Option(help="hard or soft")] = "soft",
     norm: Annotated[str, typer.Option(help="l1, l2, power or none")] = "power",
     pyramid: Annotated[str, typer.Option(help="Spatial pyramid grid sizes")] = "1,2",
     classifier: Annotated[str, typer.Option(help="linear-svm or logreg")] = "linear-svm",

@@ -151,10 +151,20 @@ def encode_features(
     vocab = _load_vocabulary(vocabulary, meta, features)
     params = dict(encoder_params or {})
     encoder = BowEncoder(vocabulary=vocab, **params)
-    encoder.fit([])
+    # soft assignment estimates its bandwidth from descriptors: the first rows are enough for a median
+    encoder.fit(_first_feature_sets(features, meta) if params.get("assign") == "soft" else [])
+    if encoder.sigma_ is not None:
+        encoder.sigma = float(encoder.sigma_)  # recorded, so the model rebuilds the same encoder
     encoder.digest_ = encoding_digest(vocab, encoder.get_params())
     encoder.vocabulary_path_ = os.path.abspath(vocabulary)
     return engine.encode(features, encoder, check_output(out, overwrite), progress)
+
+
+def _first_feature_sets(features: str, meta: dict[str, Any], rows: int = 1000) -> list[Any]:
+    from .records import feature_sets
+
+    table = next(iter_tables(features, batch_rows=rows), None)
+    return [] if table is None else feature_sets(table, int(meta["dim"]), str(meta["dtype"]))
 
 
 def read_bow(path: str) -> tuple[list[str], list[str | None], np.ndarray, dict[str, Any]]:
@@ -356,18 +366,23 @@ def run_bovw(
         overwrite=True,
     )
     done()
-    for split in datasets:
+    encoder_params = dict(config.encoder)
+    for split in datasets:  # train first: the test set is encoded with the settings learnt on it
         done = timed("encode")
+        out = os.path.join(workdir, f"{split}-bow.parquet")
         with progress(f"encode {split}", counts[split]["images"]) as tick:
             encode_features(
                 os.path.join(workdir, f"{split}-features.parquet"),
                 path["vocabulary.npz"],
-                os.path.join(workdir, f"{split}-bow.parquet"),
+                out,
                 engine,
-                config.encoder,
+                encoder_params,
                 tick,
                 overwrite=True,
             )
+        sigma = read_meta(out).get("encoder_params", {}).get("sigma")
+        if sigma is not None:
+            encoder_params["sigma"] = sigma
         done()
     done = timed("train")
     train_classifier(
