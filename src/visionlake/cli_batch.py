@@ -37,6 +37,18 @@ ProcessesOpt = Annotated[
     int | None, typer.Option("--processes", "-p", min=1, help="Local engine processes [default: all cores]")
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists")]
+# options shared by the step commands and `bovw run` (each command sets its own default)
+AlgoOpt = Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")]
+MaxKeypointsOpt = Annotated[int, typer.Option(min=0, help="Keep the N strongest keypoints (0 = all)")]
+SizeOpt = Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")]
+StepOpt = Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")]
+RootOpt = Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT (Hellinger) descriptors")]
+PoolingOpt = Annotated[str, typer.Option(help="sum, max or count")]
+AssignOpt = Annotated[str, typer.Option(help="hard (nearest word) or soft (kernel codebook)")]
+NormOpt = Annotated[str, typer.Option(help="l1, l2, power (signed sqrt + l2) or none")]
+PyramidOpt = Annotated[str, typer.Option(help="Spatial pyramid grid sizes, e.g. 1,2")]
+ClassifierOpt = Annotated[str, typer.Option(help="linear-svm or logreg")]
+COpt = Annotated[float, typer.Option("--c", "-C", help="Regularisation constant C")]
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +74,16 @@ def _progress(description: str, total: int | None) -> Iterator[Any]:
     with progress_bar() as bar:
         task = bar.add_task(description, total=total, info="")
         yield lambda n: bar.advance(task, n)
+
+
+def _extractor_params(
+    algo: str, max_keypoints: int, size: int, step: int | None, root: bool
+) -> dict[str, Any]:
+    """FeatureExtractor parameters from the command-line options (no --step: the extractor's default)."""
+    params: dict[str, Any] = {"algo": algo, "max_keypoints": max_keypoints, "size": size, "root": root}
+    if step is not None:
+        params["dense_step"] = step
+    return params
 
 
 def _status(text: str, fmt: Format) -> Any:
@@ -160,11 +182,16 @@ def dataset_info(
     from collections import Counter
 
     from .batch.dataset import open_dataset
+    from .batch.records import iter_tables
 
     ds = open_dataset(path)
     labels: Counter[str] = Counter()
-    for batch in ds.iter_batches(512):
-        labels.update(r.label or "" for r in batch)
+    if ds.format == "parquet":  # the label column alone, not every image's bytes
+        for table in iter_tables(path, columns=["label"], batch_rows=65536):
+            labels.update(label or "" for label in table.column("label").to_pylist())
+    else:
+        for batch in ds.iter_batches(512):
+            labels.update(r.label or "" for r in batch)
     rows_out(
         ["label", "images"],
         sorted(labels.items()),
@@ -180,11 +207,11 @@ def dataset_info(
 def features_extract(
     dataset: Annotated[str, typer.Argument(help="Image dataset (Parquet or SequenceFile)")],
     out: Annotated[str, typer.Argument(help="Output features (Parquet)")],
-    algo: Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")] = "sift",
-    max_keypoints: Annotated[int, typer.Option(min=0, help="Keep the N strongest keypoints (0 = all)")] = 0,
-    size: Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")] = 0,
-    step: Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")] = None,
-    root: Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT (Hellinger) descriptors")] = False,
+    algo: AlgoOpt = "sift",
+    max_keypoints: MaxKeypointsOpt = 0,
+    size: SizeOpt = 0,
+    step: StepOpt = None,
+    root: RootOpt = False,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     processes: ProcessesOpt = None,
@@ -196,9 +223,7 @@ def features_extract(
     from .batch.features import FeatureExtractor
     from .batch.pipeline import extract_features
 
-    params: dict[str, Any] = {"algo": algo, "max_keypoints": max_keypoints, "size": size, "root": root}
-    if step is not None:
-        params["dense_step"] = step
+    params = _extractor_params(algo, max_keypoints, size, step, root)
     total = open_dataset(dataset).count()
     with _engine(engine, master, processes) as eng, _progress(f"extract {algo}", total) as tick:
         report = extract_features(dataset, out, FeatureExtractor(**params), eng, tick, overwrite=overwrite)
@@ -275,10 +300,10 @@ def encode(
     features: Annotated[str, typer.Argument(help="Features dataset")],
     vocab: Annotated[str, typer.Argument(help="Vocabulary (.npz from `vocab train`)")],
     out: Annotated[str, typer.Argument(help="Output bags of words (Parquet)")],
-    pooling: Annotated[str, typer.Option(help="sum, max or count")] = "sum",
-    assign: Annotated[str, typer.Option(help="hard (nearest word) or soft (kernel codebook)")] = "hard",
-    norm: Annotated[str, typer.Option(help="l1, l2, power (signed sqrt + l2) or none")] = "l2",
-    pyramid: Annotated[str, typer.Option(help="Spatial pyramid grid sizes, e.g. 1,2")] = "1",
+    pooling: PoolingOpt = "sum",
+    assign: AssignOpt = "hard",
+    norm: NormOpt = "l2",
+    pyramid: PyramidOpt = "1",
     sigma: Annotated[
         float | None,
         typer.Option(
@@ -327,8 +352,8 @@ def encode(
 def classify_train(
     bow: Annotated[str, typer.Argument(help="Labelled bags of words (from `encode`)")],
     out: Annotated[str, typer.Argument(help="Output model file")],
-    classifier: Annotated[str, typer.Option(help="linear-svm or logreg")] = "linear-svm",
-    c: Annotated[float, typer.Option("--c", "-C", help="Regularisation constant C")] = 1.0,
+    classifier: ClassifierOpt = "linear-svm",
+    c: COpt = 1.0,
     vocab: Annotated[
         str | None, typer.Option(help="The vocabulary BOW was encoded with, if it moved")
     ] = None,
@@ -444,20 +469,20 @@ def bovw_run(
     workdir: Annotated[
         str | None, typer.Option(help="Folder for every artefact [default: ./bovw-<time>]")
     ] = None,
-    algo: Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")] = "dense-sift",
-    size: Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")] = 64,
-    max_keypoints: Annotated[int, typer.Option(min=0, help="Keep the N strongest keypoints (0 = all)")] = 0,
-    step: Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")] = 4,
-    root: Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT descriptors")] = True,
+    algo: AlgoOpt = "dense-sift",
+    size: SizeOpt = 64,
+    max_keypoints: MaxKeypointsOpt = 0,
+    step: StepOpt = 4,
+    root: RootOpt = True,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Vocabulary size")] = 512,
     sample: Annotated[int | None, typer.Option(min=1, help="Vocabulary trained on N descriptors")] = 200_000,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    pooling: Annotated[str, typer.Option(help="sum, max or count")] = "sum",
-    assign: Annotated[str, typer.Option(help="hard or soft")] = "soft",
-    norm: Annotated[str, typer.Option(help="l1, l2, power or none")] = "power",
-    pyramid: Annotated[str, typer.Option(help="Spatial pyramid grid sizes")] = "1,2",
-    classifier: Annotated[str, typer.Option(help="linear-svm or logreg")] = "linear-svm",
-    c: Annotated[float, typer.Option("--c", "-C", help="Regularisation constant C")] = 1.0,
+    pooling: PoolingOpt = "sum",
+    assign: AssignOpt = "soft",
+    norm: NormOpt = "power",
+    pyramid: PyramidOpt = "1,2",
+    classifier: ClassifierOpt = "linear-svm",
+    c: COpt = 1.0,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     processes: ProcessesOpt = None,
@@ -469,14 +494,12 @@ def bovw_run(
 
     from .batch.pipeline import BovwConfig, run_bovw
 
-    extra: dict[str, Any] = {"root": root}
-    if step is not None:
-        extra["dense_step"] = step
+    params = _extractor_params(algo, max_keypoints, size, step, root)
     config = BovwConfig(
-        algo=algo,
-        size=size,
-        max_keypoints=max_keypoints,
-        extractor=extra,
+        algo=params.pop("algo"),
+        size=params.pop("size"),
+        max_keypoints=params.pop("max_keypoints"),
+        extractor=params,
         k=k,
         sample=sample,
         seed=seed,

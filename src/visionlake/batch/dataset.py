@@ -23,6 +23,7 @@ import numpy as np
 from ..engines.base import Progress, Rejected
 from ..errors import InputError
 from . import records
+from .outputs import check_output
 from .records import ImageRecord, TableWriter
 from .seqfile import SequenceFileWriter, count_sequencefile, iter_sequencefile, part_files
 
@@ -34,7 +35,7 @@ __all__ = [
     "PackReport",
     "check_output",
     "detect_format",
-    "image_size",
+    "decoded_size",
     "label_from_key",
     "open_dataset",
     "pack",
@@ -155,10 +156,11 @@ def open_dataset(path: str | os.PathLike[str]) -> ImageDataset:
 # --- validating --------------------------------------------------------------------------------------
 
 
-def image_size(data: bytes) -> tuple[int, int] | str:
+def decoded_size(data: bytes) -> tuple[int, int] | str:
     """(width, height) of encoded image `data`, or why OpenCV cannot decode it.
 
-    The whole image is decoded: a header check passes truncated files that fail later in extraction.
+    The whole image is decoded (unlike `frames.image_size`, which reads headers only): a header check
+    passes truncated files that would fail later in extraction.
     """
     if not data:
         return "empty image (0 bytes)"
@@ -253,7 +255,7 @@ def _check(
         if item.data is None:
             rejected.append(Rejected(item.key, item.error or "unreadable"))
             continue
-        size = image_size(item.data)
+        size = decoded_size(item.data)
         if isinstance(size, str):
             rejected.append(Rejected(item.key, size))
             continue
@@ -287,16 +289,6 @@ class PackReport:
         """The Parquet dataset metadata: kind, source, image count and label counts."""
         labels = dict(sorted(self.labels.items()))
         return {"kind": "images", "source": source, "images": self.images, "labels": labels, **extra}
-
-
-def check_output(out: str, overwrite: bool, src: str | None = None) -> None:
-    """InputError unless `out` may be written: new (or `overwrite`), a file, and not the source."""
-    if src is not None and os.path.exists(out) and os.path.samefile(src, out):
-        raise InputError(f"cannot pack {src!r} into itself: choose another OUT")
-    if os.path.isdir(out):
-        raise InputError(f"cannot write {out!r}: it is a directory (a dataset is written as one file)")
-    if os.path.exists(out) and not overwrite:
-        raise InputError(f"{out!r} already exists: pass overwrite (--overwrite) to replace it")
 
 
 def _no_images(src: str, report: PackReport) -> InputError:

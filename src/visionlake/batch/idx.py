@@ -22,7 +22,8 @@ import numpy as np
 from ..engines.base import Progress
 from ..errors import InputError
 from . import records
-from .dataset import PackReport, check_output
+from .dataset import PackReport
+from .outputs import check_output
 from .records import TableWriter
 
 __all__ = [

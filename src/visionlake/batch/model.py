@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .outputs import atomic_file
 from .records import ImageRecord
 
 __all__ = ["FORMAT", "BovwModel", "Prediction", "file_digest"]
@@ -59,13 +60,9 @@ class BovwModel:
         """One file, written atomically."""
         import joblib
 
-        path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise InputError(f"cannot write model {path!r}: the folder {parent!r} does not exist")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        joblib.dump({"format": FORMAT, "version": VERSION, "meta": self.meta, "pipeline": self.pipeline}, tmp)
-        os.replace(tmp, path)
+        blob = {"format": FORMAT, "version": VERSION, "meta": self.meta, "pipeline": self.pipeline}
+        with atomic_file(path, "model") as tmp:
+            joblib.dump(blob, tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BovwModel:

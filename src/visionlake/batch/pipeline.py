@@ -23,12 +23,12 @@ from ..engines.base import Engine, ExtractReport, Progress
 from ..errors import InputError
 from .classify import Evaluation, check_labels, evaluate, make_classifier
 from .model import BovwModel
+from .outputs import check_output, clear_output
 from .records import bow_from_table, iter_tables, read_meta
 
 __all__ = [
     "BovwConfig",
     "BovwReport",
-    "check_output",
     "encode_features",
     "encoding_digest",
     "evaluate_model",
@@ -48,20 +48,10 @@ def _no_progress(_description: str, _total: int | None) -> Iterator[Progress]:
     yield None
 
 
-def check_output(path: str | os.PathLike[str], overwrite: bool) -> str:
-    """`path` as str; InputError when it exists (unless `overwrite`) or its folder does not."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise InputError(f"{path!r} already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InputError(f"cannot write {path!r}: the folder {parent!r} does not exist")
-    if os.path.isdir(path) and overwrite:
-        import shutil
-
-        shutil.rmtree(path)
-    elif os.path.isfile(path) and overwrite:
-        os.unlink(path)
+def _fresh_output(path: str | os.PathLike[str], overwrite: bool) -> str:
+    """Checked `path`, with any old output (file or Spark part directory) removed when overwriting."""
+    path = check_output(path, overwrite)
+    clear_output(path)
     return path
 
 
@@ -82,7 +72,7 @@ def extract_features(
 
     open_dataset(dataset)  # a clear error for a missing or unreadable dataset before any work starts
     extractor.fit([])
-    return engine.extract(dataset, check_output(out, overwrite), extractor, progress)
+    return engine.extract(dataset, _fresh_output(out, overwrite), extractor, progress)
 
 
 def train_vocabulary_file(
@@ -101,7 +91,7 @@ def train_vocabulary_file(
     _require_kind(meta, "features", features, "features extract")
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
-    out = check_output(out, overwrite)
+    out = _fresh_output(out, overwrite)
     vocab = engine.train_vocabulary(features, k, sample=sample, seed=seed, max_iter=max_iter)
     vocab.meta.setdefault("features", os.path.abspath(features))
     vocab.save(out)
@@ -157,7 +147,7 @@ def encode_features(
         encoder.sigma = float(encoder.sigma_)  # recorded, so the model rebuilds the same encoder
     encoder.digest_ = encoding_digest(vocab, encoder.get_params())
     encoder.vocabulary_path_ = os.path.abspath(vocabulary)
-    return engine.encode(features, encoder, check_output(out, overwrite), progress)
+    return engine.encode(features, encoder, _fresh_output(out, overwrite), progress)
 
 
 def _first_feature_sets(features: str, meta: dict[str, Any], rows: int = 1000) -> list[Any]:
@@ -214,7 +204,7 @@ def train_classifier(
     clf = make_classifier(classifier, c=c, seed=seed)
     keys, labels, x, meta = read_bow(bow)
     y = check_labels(labels, f"bag-of-words dataset {bow!r}")
-    out = check_output(out, overwrite)
+    out = _fresh_output(out, overwrite)
     features_meta = meta.get("features_meta") or {}
     vocab_path = vocabulary or meta.get("vocabulary_path")
     if not vocab_path or not os.path.isfile(vocab_path):

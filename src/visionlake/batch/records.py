@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
+from .outputs import AtomicWriter
 
 __all__ = [
     "BOW_SCHEMA",
@@ -179,18 +180,12 @@ def check_columns(path: str | os.PathLike[str], needed: Iterable[str], what: str
         )
 
 
-class TableWriter:
+class TableWriter(AtomicWriter):
     """Streams tables into one Parquet file with the visionlake metadata; atomic (temp file + rename)."""
 
     def __init__(self, path: str | os.PathLike[str], schema: Any, meta: dict[str, Any]) -> None:
-        self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(parent):
-            raise InputError(f"cannot write {self.path!r}: the folder {parent!r} does not exist")
-        if os.path.isdir(self.path):
-            raise InputError(f"cannot write {self.path!r}: it is a directory")
+        super().__init__(path)
         self.schema = schema.with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
-        self._tmp = f"{self.path}.tmp-{os.getpid()}"
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
         self.rows = 0
 
@@ -198,23 +193,8 @@ class TableWriter:
         self._writer.write_table(table.replace_schema_metadata(self.schema.metadata))
         self.rows += table.num_rows
 
-    def close(self) -> None:
+    def _close_stream(self) -> None:
         self._writer.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        self._writer.close()
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # --- features ----------------------------------------------------------------------------------------

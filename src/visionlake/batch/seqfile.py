@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import InputError
+from .outputs import AtomicWriter
 
 __all__ = [
     "SUPPORTED_CODECS",
@@ -85,21 +86,15 @@ def _text(value: str) -> bytes:
 # --- writing -----------------------------------------------------------------------------------------
 
 
-class SequenceFileWriter:
+class SequenceFileWriter(AtomicWriter):
     """Writes one uncompressed Text/BytesWritable SequenceFile; atomic (temp file + rename on close).
 
     Use as a context manager: an exception inside the block leaves no file behind.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(parent):
-            raise InputError(f"cannot write {self.path!r}: the folder {parent!r} does not exist")
-        if os.path.isdir(self.path):
-            raise InputError(f"cannot write {self.path!r}: it is a directory")
+        super().__init__(path)
         self._sync = os.urandom(SYNC_SIZE)
-        self._tmp = f"{self.path}.tmp-{os.getpid()}"
         self._fh: BinaryIO = open(self._tmp, "wb")  # noqa: SIM115 - closed by close()/abort()
         header = (
             MAGIC
@@ -131,23 +126,8 @@ class SequenceFileWriter:
         self._pos += 8 + record_length
         self.records += 1
 
-    def close(self) -> None:
+    def _close_stream(self) -> None:
         self._fh.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        self._fh.close()
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
-
-    def __enter__(self) -> SequenceFileWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # --- reading -----------------------------------------------------------------------------------------

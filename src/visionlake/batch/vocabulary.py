@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .outputs import atomic_file
 from .records import feature_sets, iter_tables, read_meta
 
 __all__ = [
@@ -84,20 +84,9 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write one .npz file at exactly `path` (centres + JSON meta), atomically (temp file + rename)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise InputError(f"cannot write vocabulary {path!r}: the folder {folder!r} does not exist")
         meta = np.frombuffer(json.dumps(self.meta, sort_keys=True, default=_json_default).encode(), np.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=".vocabulary-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, centers=self.centers, meta=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path, "vocabulary") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, centers=self.centers, meta=meta)  # a file object: savez adds no .npz suffix
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocabulary:
