@@ -20,6 +20,7 @@ from visionlake.frames import (
     decode_image,
     frame_headers,
     image_size,
+    jpeg_truncated,
     make_frame_id,
     meta_from_record,
 )
@@ -247,6 +248,35 @@ def test_decode_truncated_jpeg_is_refused(frame_jpeg, fraction):
     with pytest.raises(FrameError) as e:
         decode_image(frame_jpeg[: int(len(frame_jpeg) * fraction)])
     assert "JPEG" in e.value.reason
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("cut", [2, 64, 4096])
+def test_jpeg_cut_short_is_found_without_the_decoder(frame_jpeg, progressive, cut):
+    """Some libjpeg builds decode a file cut short with grey rows; the marker check does not rely on it."""
+    data = frame_jpeg
+    if progressive:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert not jpeg_truncated(data)
+    assert jpeg_truncated(data[:-cut])
+    with pytest.raises(FrameError, match="JPEG"):
+        decode_image(data[:-cut])
+
+
+def test_jpeg_with_bytes_after_its_end_or_a_thumbnail_is_complete(frame_jpeg):
+    # Bytes after EOI (camera trailers, "motion photos") are not a truncation.
+    assert not jpeg_truncated(frame_jpeg + b"\x00trailer" * 100)
+    assert decode_image(frame_jpeg + b"\x00trailer" * 100).shape == decode_image(frame_jpeg).shape
+    # An EXIF-like APP1 segment holding a whole thumbnail JPEG (its own SOS and EOI) before the main
+    # scan: cutting the main image must still count as truncated.
+    thumb = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes()
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumb) + 2) + thumb
+    with_thumb = frame_jpeg[:2] + app1 + frame_jpeg[2:]
+    assert cv2.imdecode(np.frombuffer(with_thumb, np.uint8), cv2.IMREAD_COLOR) is not None
+    assert not jpeg_truncated(with_thumb)
+    assert jpeg_truncated(with_thumb[:-2])
+    assert not jpeg_truncated(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # not a JPEG: not its business
 
 
 @pytest.mark.parametrize(("width", "height"), [(60000, 60000), (16385, 100), (100, 16385), (12000, 12000)])

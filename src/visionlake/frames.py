@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -94,17 +95,18 @@ def frame_headers(meta: FrameMeta) -> Headers:
     return headers
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from a JPEG SOF or PNG IHDR header without decoding, else None."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        return w, h
-    if data[:2] != b"\xff\xd8":
-        return None
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each header segment of JPEG `data`, up to and including the first scan.
+
+    Stops early on a malformed header; the caller tells that from what it did not see.
+    """
     i, n = 2, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
-            return None
+            return
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -112,16 +114,46 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
+        yield marker, i
+        if marker == 0xDA:
+            return
         (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            if i + 9 > n:
+        i += 2 + length
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a JPEG SOF or PNG IHDR header without decoding, else None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return w, h
+    if data[:2] != b"\xff\xd8":
+        return None
+    for marker, i in _jpeg_segments(data):
+        if marker in _SOF_MARKERS:
+            if i + 9 > len(data):
                 return None
             h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             return w, h
         if marker == 0xDA:  # start of scan before any SOF: malformed
             return None
-        i += 2 + length
     return None
+
+
+TRUNCATED_JPEG = "truncated JPEG: no end-of-image marker (the missing rows would decode as grey)"
+
+
+def jpeg_truncated(data: bytes) -> bool:
+    """True when JPEG `data` has no end-of-image marker after its first scan: the file was cut short.
+
+    libjpeg decodes such a file without an error, filling the missing rows with grey, so a decode
+    alone does not catch it. Entropy-coded data never holds a bare 0xFFD9 (0xFF is stuffed as 0xFF00),
+    so an EOI after the first scan header marks a complete image (bytes appended after it are allowed).
+    A header this reader cannot walk gives False: the decoder has the last word on those.
+    """
+    if data[:2] != b"\xff\xd8":
+        return False
+    scan = next((i for marker, i in _jpeg_segments(data) if marker == 0xDA), None)
+    return scan is not None and data.find(b"\xff\xd9", scan) == -1
 
 
 def check_dimensions(width: int, height: int, what: str) -> None:
@@ -143,6 +175,8 @@ def decode_image(data: bytes) -> np.ndarray:
     if image is None:
         kind = "JPEG" if data[:2] == b"\xff\xd8" else "image"
         raise FrameError(f"undecodable {kind} ({len(data)} bytes): OpenCV could not decode it")
+    if jpeg_truncated(data):
+        raise FrameError(f"{TRUNCATED_JPEG} ({len(data)} bytes)")
     return image
 
 

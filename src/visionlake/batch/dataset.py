@@ -12,7 +12,7 @@ import hashlib
 import os
 import posixpath
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -22,6 +22,7 @@ import numpy as np
 
 from ..engines.base import Progress, Rejected
 from ..errors import InputError
+from ..frames import TRUNCATED_JPEG, jpeg_truncated
 from . import records
 from .outputs import check_output
 from .records import ImageRecord, TableWriter
@@ -170,6 +171,8 @@ def decoded_size(data: bytes) -> tuple[int, int] | str:
         return f"OpenCV cannot decode it: {str(exc).strip().splitlines()[-1]}"
     if image is None:
         return "OpenCV cannot decode it (not an image or truncated)"
+    if jpeg_truncated(data):
+        return TRUNCATED_JPEG
     return int(image.shape[1]), int(image.shape[0])
 
 
@@ -181,7 +184,6 @@ class _Item(NamedTuple):
 
 
 class _Checked(NamedTuple):
-    index: int  # position among the source's items, to find it again on the second pass
     key: str
     label: str | None
     width: int
@@ -231,13 +233,13 @@ def _dataset_items(path: str) -> Iterator[_Item]:
         yield _Item(record.key, record.label, record.data)
 
 
-def _source(src: str, kind: DatasetFormat) -> tuple[Callable[[], Iterator[_Item]], int]:
-    """A re-iterable view of what `src` holds (images in a stable order) and its ignored file count."""
+def _source(src: str, kind: DatasetFormat) -> tuple[Iterator[_Item], int]:
+    """What `src` holds (images in a stable order) and its ignored file count."""
     if kind != "folder":
         open_dataset(src)  # fail now on a non-image Parquet file, not halfway
-        return (lambda: _dataset_items(src)), 0
+        return _dataset_items(src), 0
     files, ignored = _scan_folder(src)
-    return (lambda: _folder_items(files)), ignored
+    return _folder_items(files), ignored
 
 
 def _check(
@@ -245,7 +247,7 @@ def _check(
 ) -> Iterator[tuple[_Item, _Checked]]:
     """The decodable images of `items`, with their size and hash; the others go to `rejected`."""
     seen: set[str] = set()
-    for index, item in enumerate(items):
+    for item in items:
         if progress is not None:
             progress(1)
         if item.key in seen:
@@ -260,7 +262,7 @@ def _check(
             rejected.append(Rejected(item.key, size))
             continue
         digest = hashlib.sha256(item.data).hexdigest()
-        yield item, _Checked(index, item.key, item.label, size[0], size[1], digest, len(item.data))
+        yield item, _Checked(item.key, item.label, size[0], size[1], digest, len(item.data))
 
 
 # --- packing -----------------------------------------------------------------------------------------
@@ -304,52 +306,22 @@ def _no_images(src: str, report: PackReport) -> InputError:
     )
 
 
-def _pack_sequencefile(
-    src: str, items: Callable[[], Iterator[_Item]], report: PackReport, progress: Progress
-) -> None:
+def _pack_sequencefile(src: str, items: Iterator[_Item], report: PackReport, progress: Progress) -> None:
     with SequenceFileWriter(report.out) as writer:
-        for item, checked in _check(items(), report.rejected, progress):
+        for item, checked in _check(items, report.rejected, progress):
             writer.append(item.key, item.data or b"")
             report.add(checked.label, checked.size)
         if not report.images:
             raise _no_images(src, report)
 
 
-def _zip_checked(
-    src: str, items: Iterator[_Item], checked: Iterable[_Checked]
-) -> Iterator[tuple[_Item, _Checked]]:
-    """Pairs each checked image with its item from a second pass over the source's `items`."""
-    wanted = iter(checked)
-    target = next(wanted, None)
-    for index, item in enumerate(items):
-        if target is None:
-            return
-        if index != target.index:
-            continue
-        data = item.data or b""
-        if item.key != target.key or (
-            len(data) != target.size or hashlib.sha256(data).hexdigest() != target.sha256
-        ):
-            raise InputError(f"{src!r} changed while it was being packed (at {target.key!r}): pack it again")
-        yield item, target
-        target = next(wanted, None)
-
-
-def _pack_parquet(
-    src: str, items: Callable[[], Iterator[_Item]], report: PackReport, progress: Progress
-) -> None:
-    # First pass decodes every image; the second writes the kept ones, since the Parquet metadata
-    # (image and label counts) must be known when the file is opened.
-    kept = [checked for _, checked in _check(items(), report.rejected, progress)]
-    for checked in kept:
-        report.add(checked.label, checked.size)
-    if not kept:
-        raise _no_images(src, report)
+def _pack_parquet(src: str, items: Iterator[_Item], report: PackReport, progress: Progress) -> None:
     pa = records.require_pyarrow()
     rows: list[tuple[_Item, _Checked]] = []
     size = 0
-    with TableWriter(report.out, records.IMAGE_SCHEMA, report.meta(src)) as writer:
-        for pair in _zip_checked(src, items(), kept):
+    with TableWriter(report.out, records.IMAGE_SCHEMA) as writer:
+        for pair in _check(items, report.rejected, progress):
+            report.add(pair[1].label, pair[1].size)
             rows.append(pair)
             size += pair[1].size
             if len(rows) >= _ROWS_PER_GROUP or size >= _BYTES_PER_GROUP:
@@ -357,6 +329,9 @@ def _pack_parquet(
                 rows, size = [], 0
         if rows:
             writer.write(_image_table(pa, rows))
+        if not report.images:
+            raise _no_images(src, report)
+        writer.meta = report.meta(src)
 
 
 def _image_table(pa: Any, rows: list[tuple[_Item, _Checked]]) -> Any:

@@ -138,10 +138,12 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
                 return json.load(fh)
     files = parquet_files(path)
     try:
-        schema = pq.read_schema(files[0])
+        # The footer's key-value metadata (where TableWriter puts it, and where the Arrow schema's
+        # metadata of older files is copied too).
+        footer = pq.read_metadata(files[0]).metadata
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{files[0]!r} is not a readable Parquet file: {exc}") from exc
-    raw = (schema.metadata or {}).get(META_KEY)
+    raw = (footer or {}).get(META_KEY)
     return json.loads(raw) if raw else {}
 
 
@@ -181,17 +183,26 @@ def check_columns(path: str | os.PathLike[str], needed: Iterable[str], what: str
 
 
 class TableWriter(AtomicWriter):
-    """Streams tables into one Parquet file with the visionlake metadata; atomic (temp file + rename)."""
+    """Streams tables into one Parquet file with the visionlake metadata; atomic (temp file + rename).
 
-    def __init__(self, path: str | os.PathLike[str], schema: Any, meta: dict[str, Any]) -> None:
+    The metadata goes into the file's footer when it is closed, so a writer that learns it while
+    writing (image and label counts) can set `meta` at the end instead of reading its input twice.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], schema: Any, meta: dict[str, Any] | None = None) -> None:
         super().__init__(path)
-        self.schema = schema.with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        self.schema = schema
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         self.rows = 0
 
     def write(self, table: Any) -> None:
-        self._writer.write_table(table.replace_schema_metadata(self.schema.metadata))
+        self._writer.write_table(table.replace_schema_metadata(None))
         self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._writer.add_key_value_metadata({META_KEY: json.dumps(self.meta, sort_keys=True).encode()})
+        super().close()
 
     def _close_stream(self) -> None:
         self._writer.close()
