@@ -6,7 +6,8 @@ work and hand back ready-made Arrow tables, so the parent mostly moves bytes: ex
 few per cent of bare OpenCV loops on the same cores (bench/batch_extract.py).
 
 Workers are started with "spawn" (safe next to threads: pyarrow's pools, a Spark driver in the same
-process), once, on first use, and each runs OpenCV and BLAS single-threaded so N processes use N cores.
+process), once, on first use, and each runs OpenCV and BLAS single-threaded so N processes use N cores
+(`engines.process`).
 The estimator of a job (extractor, encoder) is pickled once in the parent and unpickled once per worker
 (cached under a job token), not once per batch.
 
@@ -31,6 +32,7 @@ import numpy as np
 from ..batch import records
 from ..errors import InputError, VisionlakeError
 from .base import EncodeReport, Engine, ExtractReport, Progress, Rejected
+from .process import prepare_worker
 
 if TYPE_CHECKING:
     from ..batch.encode import BowEncoder
@@ -148,19 +150,6 @@ def vocabulary_meta(features: str, features_meta: dict[str, Any], engine: str) -
 _JOB: dict[str, Any] = {}
 
 
-def _init_worker() -> None:
-    """One core per worker: OpenCV's and BLAS's own thread pools would fight the other workers."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
-
-
 def _job(token: str, payload: bytes) -> Any:
     """The estimator of job `token`, unpickled on this worker's first task of the job only."""
     obj = _JOB.get(token)
@@ -223,7 +212,7 @@ class LocalEngine(Engine):
             self._pool = ProcessPoolExecutor(
                 max_workers=self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
+                initializer=prepare_worker,
             )
         return self._pool
 

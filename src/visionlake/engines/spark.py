@@ -39,6 +39,7 @@ from .local import (
     require_path,
     vocabulary_meta,
 )
+from .process import prepare_worker
 
 if TYPE_CHECKING:
     from ..batch.encode import BowEncoder
@@ -66,23 +67,11 @@ def _pyspark() -> Any:
 # --- executor side (module-level so they pickle by reference) ----------------------------------------
 
 
-def _one_thread() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover
-        pass
-
-
 def _extract_partition(
     extractor_bc: Any, rejected_acc: Any, done_acc: Any, sequencefile: bool, rows: Iterable[Any]
 ) -> Iterator[tuple]:
     """Feature rows (FEATURE_SCHEMA order) of a partition of images; rejects go to the accumulator."""
-    _one_thread()
+    prepare_worker()
     from ..batch.dataset import label_from_key
 
     extractor = extractor_bc.value
@@ -163,7 +152,7 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def _encode_partition(
     encoder_bc: Any, done_acc: Any, dim: int, dtype: str, rows: Iterable[Any]
 ) -> Iterator[tuple]:
-    _one_thread()
+    prepare_worker()
     encoder = encoder_bc.value
     for chunk in _chunks(rows, ENCODE_CHUNK):
         sets = _feature_sets(chunk, dim, dtype)
@@ -174,7 +163,7 @@ def _encode_partition(
 
 
 def _predict_partition(model_bc: Any, dim: int, rows: Iterable[Any]) -> Iterator[tuple]:
-    _one_thread()
+    prepare_worker()
     model = model_bc.value
     for chunk in _chunks(rows, 4096):
         matrix = np.frombuffer(b"".join(bytes(r[2]) for r in chunk), dtype=np.float32)
