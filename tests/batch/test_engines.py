@@ -184,11 +184,11 @@ def test_extract_keeps_every_image_and_lists_the_broken_one(engine, datasets, ex
     assert sum(ticks) == len(GOOD_KEYS) + 1  # progress counts the rejected image too
 
     meta = records.read_meta(out)
-    assert (meta["kind"], meta["algo"], meta["dim"], meta["dtype"]) == ("features", "sift", 128, "float32")
+    assert (meta["kind"], meta["algo"], meta["dim"], meta["dtype"]) == ("features", "sift", 128, "uint8")
     apple = sets["fruit/apple.jpg"]
     assert apple.label == "fruit" and sets["misc/nested/board.jpg"].label == "misc/nested"
     assert sets["chessboard.png"].label is None
-    assert apple.descriptors.dtype == np.float32 and 0 < apple.n_keypoints <= EXTRACTOR["max_keypoints"]
+    assert apple.descriptors.dtype == np.uint8 and 0 < apple.n_keypoints <= EXTRACTOR["max_keypoints"]
     assert apple.keypoints.shape == (apple.n_keypoints, 2)
     assert ((apple.keypoints >= 0) & (apple.keypoints <= 1)).all()
     original = cv2.imread(str(sample("apple.jpg")), cv2.IMREAD_GRAYSCALE)
@@ -249,7 +249,7 @@ def test_train_vocabulary_shape_meta_and_seed(engine, datasets, extract):
     assert vocab.centers.shape == (K, 128) and vocab.centers.dtype == np.float32
     assert vocab.k == K and vocab.dim == 128
     assert vocab.meta["engine"] == engine.name
-    assert (vocab.meta["algo"], vocab.meta["dim"], vocab.meta["dtype"]) == ("sift", 128, "float32")
+    assert (vocab.meta["algo"], vocab.meta["dim"], vocab.meta["dtype"]) == ("sift", 128, "uint8")
     assert np.isfinite(vocab.centers).all()
     again = engine.train_vocabulary(str(features), K, seed=3, max_iter=10)
     assert np.array_equal(vocab.centers, again.centers)

@@ -17,8 +17,8 @@ from visionlake.errors import FrameError, InputError
 from .conftest import corrupt_jpeg
 
 LAYOUT = {
-    "sift": (128, np.float32),
-    "dense-sift": (128, np.float32),
+    "sift": (128, np.uint8),
+    "dense-sift": (128, np.uint8),
     "orb": (32, np.uint8),
     "akaze": (61, np.uint8),
 }
@@ -151,6 +151,18 @@ def test_input_kinds_agree():
     from_bgr, from_grey, from_bytes = extractor.transform([bgr, grey, jpeg(bgr, quality=98)])
     np.testing.assert_array_equal(from_bgr.descriptors, from_grey.descriptors)
     assert from_bytes.key == "2" and from_bytes.n_keypoints == 100
+
+
+@pytest.mark.parametrize("algo", ["sift", "dense-sift"])
+def test_sift_stored_as_bytes_is_exactly_what_opencv_computes(algo):
+    """OpenCV rounds SIFT values to bytes inside and returns them as float32: uint8 storage loses nothing."""
+    grey = cv2.imread(str(sample("building.jpg")), cv2.IMREAD_GRAYSCALE)
+    extractor = FeatureExtractor(algo).fit()
+    s = extractor.transform([grey])[0]
+    _, raw = extractor._detect(grey)  # what OpenCV handed back, before storage
+    assert raw.dtype == np.float32 and s.descriptors.dtype == np.uint8 and s.n_keypoints > 100
+    assert raw.min() >= 0 and raw.max() <= 255 and np.array_equal(raw, np.rint(raw))
+    np.testing.assert_array_equal(s.descriptors.astype(np.float32), raw)
 
 
 def test_root_sift_rows_have_unit_l2_norm():

@@ -35,7 +35,8 @@ def feature_sets(caltech_folder):
 
 @pytest.fixture(scope="module")
 def descriptors(feature_sets) -> np.ndarray:
-    return np.concatenate([s.descriptors for s in feature_sets[1]])
+    """All descriptors as the vocabulary steps read them: float32 (SIFT is stored as uint8)."""
+    return np.concatenate([s.descriptors for s in feature_sets[1]]).astype(np.float32)
 
 
 def _brute_force_error(x: np.ndarray, centers: np.ndarray) -> float:
@@ -161,7 +162,7 @@ def test_read_descriptors_sample_is_seeded_and_uniform(tmp_path, feature_sets, d
     rows = {row.tobytes() for row in descriptors}
     assert all(row.tobytes() in rows for row in a)
     # drawn from every image, not just the first ones
-    first_image = {row.tobytes() for row in sets[0].descriptors}
+    first_image = {row.tobytes() for row in sets[0].descriptors.astype(np.float32)}
     assert sum(row.tobytes() in first_image for row in a) < 150
 
 

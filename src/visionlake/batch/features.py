@@ -24,13 +24,17 @@ __all__ = ["ALGORITHMS", "FeatureExtractor", "decode_grey"]
 
 ALGORITHMS = ("sift", "orb", "akaze", "dense-sift")
 
-#: Descriptor length and dtype of each algorithm (OpenCV 4.x defaults).
+#: Descriptor length and stored dtype of each algorithm (OpenCV 4.x). OpenCV's SIFT hands back float32
+#: matrices of whole numbers 0-255 (it rounds every value to a byte inside), so they are stored as
+#: uint8: exactly the same values in a quarter of the bytes. RootSIFT values are real floats: float32.
 _LAYOUT = {
-    "sift": (128, "float32"),
-    "dense-sift": (128, "float32"),
+    "sift": (128, "uint8"),
+    "dense-sift": (128, "uint8"),
     "orb": (32, "uint8"),
     "akaze": (61, "uint8"),
 }
+#: The algorithms with gradient-histogram descriptors, which RootSIFT applies to.
+_SIFT_FAMILY = ("sift", "dense-sift")
 
 #: ORB keeps at most `nfeatures`; "all" needs a cap that no real image reaches.
 _ORB_ALL = 1 << 20
@@ -73,7 +77,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     dense-sift, whose grid is fixed). size: resize so the longer side is `size` pixels, up or down
     (0 = keep). dense_step: grid spacing in pixels of dense-sift. dense_sizes: patch widths in pixels
     that dense-sift describes at every grid point (one descriptor per point and size). root: RootSIFT
-    (L1-normalise, then square root), for the float descriptors only.
+    (L1-normalise, then square root; float32 descriptors), for sift and dense-sift only.
 
     Keypoints are x, y fractions of the image's width and height, so they mean the same place whatever
     `size` did (a spatial pyramid needs that). The extractor learns nothing from data: `fit` checks the
@@ -102,6 +106,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Check the parameters and set `descriptor_dim_` and `descriptor_dtype_`; `X` is not used."""
         self._check_params()
         self.descriptor_dim_, self.descriptor_dtype_ = _LAYOUT[self.algo]
+        if self.root:
+            self.descriptor_dtype_ = "float32"
         self._detector = None
         self._grids: dict[tuple[int, int], tuple[cv2.KeyPoint, ...]] = {}
         return self
@@ -198,7 +204,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                     "max_keypoints does not apply to dense-sift (every grid point is kept): "
                     "use a larger dense_step for fewer descriptors"
                 )
-        if self.root and _LAYOUT[self.algo][1] != "float32":
+        if self.root and self.algo not in _SIFT_FAMILY:
             raise InputError(f"root (RootSIFT) needs float descriptors; {self.algo!r} gives binary ones")
 
     def _ensure_fitted(self) -> None:
@@ -235,11 +241,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 response = np.array([kp.response for kp in keypoints], np.float32)
                 keep = np.argsort(-response, kind="stable")[: self.max_keypoints]
                 desc, points = desc[keep], points[keep]
-            desc = np.ascontiguousarray(desc, dtype=dtype)
+            desc = np.ascontiguousarray(_root_sift(desc) if self.root else desc, dtype=dtype)
             points /= np.array([w, h], np.float32)
             np.clip(points, 0.0, 1.0, out=points)
-        if self.root:
-            desc = _root_sift(desc)
         return FeatureSet(
             key=key, label=label, width=width, height=height, descriptors=desc, keypoints=points
         )
