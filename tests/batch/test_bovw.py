@@ -231,3 +231,24 @@ def test_evaluate_counts_and_files(tmp_path):
     with pytest.raises(InputError, match="unknown classifier"):
         make_classifier("forest")
     assert np.isfinite(ev.accuracy)
+
+
+def test_bovw_run_and_the_python_api_share_their_defaults():
+    """`visionlake bovw run` and `BovwConfig()` both default to the measured Fashion-MNIST configuration."""
+    import inspect
+
+    from visionlake.batch.pipeline import BovwConfig
+    from visionlake.cli_batch import bovw_run, parse_pyramid
+
+    cli = {name: p.default for name, p in inspect.signature(bovw_run).parameters.items()}
+    config = BovwConfig()
+    assert (cli["algo"], cli["size"], cli["max_keypoints"]) == (
+        config.algo,
+        config.size,
+        config.max_keypoints,
+    )
+    assert {"dense_step": cli["step"], "root": cli["root"]} == config.extractor
+    assert (cli["k"], cli["sample"], cli["seed"]) == (config.k, config.sample, config.seed)
+    assert (cli["classifier"], cli["c"]) == (config.classifier, config.c)
+    cli_encoder = {key: cli[key] for key in ("pooling", "assign", "norm")}
+    assert {**cli_encoder, "pyramid": parse_pyramid(cli["pyramid"])} == config.encoder

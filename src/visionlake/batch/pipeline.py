@@ -266,17 +266,24 @@ def evaluate_model(model_path: str, bow: str, engine: Engine) -> Evaluation:
 
 @dataclass
 class BovwConfig:
-    """Every knob of the chain, with the defaults that reach the documented Fashion-MNIST accuracy."""
+    """Every knob of the chain, with the defaults that reach the documented Fashion-MNIST accuracy.
 
-    algo: str = "sift"
+    `visionlake bovw run` has the same defaults (tests/batch/test_bovw.py checks that they agree).
+    """
+
+    algo: str = "dense-sift"
     max_keypoints: int = 0
-    size: int = 0
-    extractor: dict[str, Any] = field(default_factory=dict)  # other FeatureExtractor parameters
-    k: int = 1000
-    sample: int | None = None
+    size: int = 64
+    # other FeatureExtractor parameters
+    extractor: dict[str, Any] = field(default_factory=lambda: {"dense_step": 4, "root": True})
+    k: int = 512
+    sample: int | None = 200_000
     seed: int = 0
     max_iter: int = 100
-    encoder: dict[str, Any] = field(default_factory=dict)  # BowEncoder parameters (pooling, norm, ...)
+    # BowEncoder parameters (pooling, norm, ...)
+    encoder: dict[str, Any] = field(
+        default_factory=lambda: {"pooling": "sum", "assign": "soft", "norm": "power", "pyramid": (1, 2)}
+    )
     classifier: str = "linear-svm"
     c: float = 1.0
 
