@@ -3,8 +3,9 @@
 One core each: OpenCV's and BLAS's own thread pools would fight the engine's other workers. A heap
 that keeps what it frees: with glibc's defaults, the megabytes one image needs (SIFT's scale pyramid,
 decode buffers) go back to the kernel when freed and are page-faulted in again, zeroed, for the next
-image; measured here at about 3,500 page faults and 4 ms of kernel time per 320x240 image, which made
-two extraction workers 15-40 % slower than two bare OpenCV loops (bench/batch_extract.py).
+image. Measured here on SIFT over 320x240 photos: about 3,500 page faults and up to 9 ms of kernel time
+per image in a worker, and two extraction workers at 0.64-0.87 of two bare OpenCV loops; 0.97-1.02
+with the heap kept (bench/batch_extract.py).
 """
 
 from __future__ import annotations
