@@ -2,9 +2,9 @@
 
     python bench/run.py [--quick] [--only NAME ...]
 
-NAME is one of: log, worker, scaling, latency, kafka, catalog, extract, vocab, encode (or the module
-names log_throughput, worker_throughput, kafka_throughput, catalog_writes, batch_extract, batch_vocab,
-batch_encode).
+NAME is one of: log, worker, scaling, latency, kafka, catalog, extract, vocab, encode, accuracy (or the
+module names log_throughput, worker_throughput, kafka_throughput, catalog_writes, batch_extract,
+batch_vocab, batch_encode, batch_accuracy).
 `--quick` finishes in under 3 minutes on a 2-core machine; the full mode uses more frames and records.
 All data goes to one temporary directory, removed at the end. Progress goes to stderr.
 """
@@ -34,6 +34,7 @@ BENCHMARKS = {
     "extract": "batch_extract",
     "vocab": "batch_vocab",
     "encode": "batch_encode",
+    "accuracy": "batch_accuracy",
 }
 ALIASES = {**{v: k for k, v in BENCHMARKS.items()}, **{k: k for k in BENCHMARKS}}
 
