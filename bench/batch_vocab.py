@@ -5,7 +5,7 @@ the ~60 natural photos of Debian's opencv-doc examples (see batch_extract.py), e
 640x480 at three scales (1.25x, 1.6x and 2x) and cut into 640x480 crops at its four corners, plus the
 mirror images: up to 24 crops per photo, ~1,300 descriptors per crop. Crops of one photo overlap, so
 some descriptors recur across crops (the augmentation that reaches 1M from 64 photos). Exactly
-1,000,000 of them (200,000 with --quick) are drawn by `train_vocabulary(sample=...)`.
+1,000,000 of them (100,000 with --quick) are drawn by `train_vocabulary(sample=...)`.
 
 Timed: `LocalEngine.train_vocabulary(features, k=1000, sample=N, seed=0)`, the whole call: reading the
 descriptors from Parquet, sampling and k-means (`visionlake.batch.vocabulary`).
@@ -62,7 +62,7 @@ def run(quick: bool, tmp: Path) -> list[dict]:
 
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     tmp.mkdir(parents=True, exist_ok=True)
-    n = 200_000 if quick else 1_000_000
+    n = 100_000 if quick else 1_000_000
     features, available, extract_s = sift_features(n, tmp)
 
     with LocalEngine(processes=2) as engine:

@@ -118,24 +118,27 @@ def dataset_pack(
     fmt_out: Annotated[
         str, typer.Option("--format", help="Dataset format: parquet or sequencefile")
     ] = "parquet",
+    engine: EngineOpt = "local",
+    master: MasterOpt = None,
+    processes: ProcessesOpt = None,
     overwrite: OverwriteOpt = False,
     fmt: Annotated[
         Format, typer.Option("--report-format", help="Summary as table, json or csv")
     ] = Format.table,
 ) -> None:
-    """Pack images into one dataset file: Parquet (key, label, bytes, width, height, sha256) or a SequenceFile.
+    """Pack images into a dataset: Parquet (key, label, bytes, width, height, sha256) or a SequenceFile.
 
-    Runs in this process (it reads a local folder); both engines read the result.
+    Every image is decoded once, on the engine's workers; undecodable ones are listed and left out.
+    The local engine writes one file, Spark a directory of part files; both engines read either.
     """
-    from .batch.dataset import pack
-
-    with _progress("pack", None) as tick:
-        report = pack(src, out, format=fmt_out, progress=tick, overwrite=overwrite)
+    with _engine(engine, master, processes) as eng, _progress("pack", None) as tick:
+        report = eng.pack(src, out, format=fmt_out, progress=tick, overwrite=overwrite)
     _rejected(report.rejected)
     _summary(
         [
             ("out", report.out),
             ("format", report.format),
+            ("engine", engine),
             ("images", report.images),
             ("bytes", human_bytes(report.bytes) if fmt == Format.table else report.bytes),
             ("labels", len(report.labels)),

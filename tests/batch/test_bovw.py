@@ -252,3 +252,22 @@ def test_bovw_run_and_the_python_api_share_their_defaults():
     assert (cli["classifier"], cli["c"]) == (config.classifier, config.c)
     cli_encoder = {key: cli[key] for key in ("pooling", "assign", "norm")}
     assert {**cli_encoder, "pyramid": parse_pyramid(cli["pyramid"])} == config.encoder
+
+
+def test_dataset_pack_on_spark_through_the_cli(lfw_folders, tmp_path):
+    """`dataset pack --engine spark` writes part files that the local engine's next step reads."""
+    pytest.importorskip("pyspark")
+    packed = tmp_path / "train-spark"
+    out = ok(
+        vl(
+            "dataset", "pack", lfw_folders["train"], packed, "--engine", "spark", "--master", "local[2]",
+            "--report-format", "json", cwd=tmp_path,
+        )
+    )  # fmt: skip
+    (summary,) = json.loads(out)
+    assert (summary["engine"], summary["images"], summary["rejected"]) == ("spark", 100, 0)
+    assert packed.is_dir() and list(packed.glob("part-*"))
+    ok(vl("features", "extract", packed, tmp_path / "f.parquet", *CHAIN, "--format", "json", cwd=tmp_path))
+    assert "--master" in failed(
+        vl("dataset", "pack", lfw_folders["train"], tmp_path / "x", "--master", "local", cwd=tmp_path)
+    )

@@ -165,6 +165,106 @@ def all_descriptors(path: Path) -> np.ndarray:
     return np.concatenate([s.descriptors for s in read_sets(path).values()]).astype(np.float32)
 
 
+# --- pack --------------------------------------------------------------------------------------------
+
+
+def _images(path: Path) -> list[tuple[str, str | None, bytes]]:
+    return [(r.key, r.label, r.data) for r in open_dataset(path)]
+
+
+@pytest.fixture(scope="module")
+def pack_folder(datasets, tmp_path_factory) -> Path:
+    """The engine folder plus what pack must skip or count: a text file, hidden files, an empty image,
+    and a name Spark's own file listing would hide ("_" prefix)."""
+    folder = tmp_path_factory.mktemp("pack") / "images"
+    shutil.copytree(datasets["folder"], folder)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".cache").mkdir()
+    shutil.copy(sample("apple.jpg"), folder / ".cache" / "apple.jpg")
+    shutil.copy(sample("apple.jpg"), folder / "fruit" / ".hidden.jpg")
+    shutil.copy(sample("blox.jpg"), folder / "misc" / "_underscore.jpg")
+    (folder / "building" / "empty.jpg").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture(params=["local", "local-pool", "spark"])
+def packer(request, monkeypatch):
+    """pack(src, out, fmt) with each engine; "local-pool" makes the local engine decode in its workers
+    even for this small folder (it checks small sources in the parent)."""
+    if request.param == "local-pool":
+        import visionlake.engines.local as local
+
+        monkeypatch.setattr(local, "PACK_BATCH", 2)
+    engine = request.getfixturevalue(f"{request.param.split('-')[0]}_engine")
+    return engine
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_engines_pack_a_folder_as_pack_does(packer, pack_folder, tmp_path, fmt):
+    expected = pack(pack_folder, tmp_path / f"expected-{fmt}", format=fmt)
+    ticks: list[int] = []
+    report = packer.pack(str(pack_folder), str(tmp_path / f"out-{fmt}"), format=fmt, progress=ticks.append)
+
+    assert _images(report.out) == _images(expected.out)  # same keys, labels and bytes, in key order
+    assert "misc/_underscore.jpg" in [key for key, _, _ in _images(report.out)]
+    assert [(r.key, r.reason) for r in report.rejected] == [(r.key, r.reason) for r in expected.rejected]
+    assert sorted(r.key for r in report.rejected) == ["building/empty.jpg", BROKEN]
+    assert (report.images, report.bytes, report.labels, report.ignored) == (
+        expected.images, expected.bytes, expected.labels, expected.ignored,
+    )  # fmt: skip
+    assert report.ignored == 1 and report.format == fmt and report.seconds > 0
+    assert sum(ticks) == len(GOOD_KEYS) + 3  # + _underscore.jpg, empty.jpg and broken.jpg
+    if fmt == "parquet":
+        assert records.read_meta(report.out) == records.read_meta(expected.out) | {"source": str(pack_folder)}
+        columns = records.iter_tables(report.out, columns=["key", "width", "height", "sha256"])
+        got = {row["key"]: row for table in columns for row in table.to_pylist()}
+        for key, _, data in _images(expected.out):
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            assert (got[key]["width"], got[key]["height"]) == (image.shape[1], image.shape[0])
+            assert got[key]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_engines_repack_a_dataset_keeping_the_first_of_a_repeated_key(packer, datasets, tmp_path, fmt):
+    """Datasets other tools wrote can hold a key twice: the first is kept, the others listed."""
+    source = tmp_path / "repeated.seq"
+    images = [(r.key, r.data) for r in open_dataset(datasets["sequencefile"])]
+    with SequenceFileWriter(source) as writer:
+        for key, data in images:
+            writer.append(key, data)
+        writer.append("fruit/apple.jpg", sample("blox.jpg").read_bytes())  # a second apple.jpg
+    report = packer.pack(str(source), str(tmp_path / f"out-{fmt}"), format=fmt)
+    expected = pack(source, tmp_path / f"expected-{fmt}", format=fmt)
+
+    assert _images(report.out) == _images(expected.out)
+    assert [key for key, _, _ in _images(report.out)] == [k for k, _ in images if k != BROKEN]
+    apple = next(data for key, _, data in _images(report.out) if key == "fruit/apple.jpg")
+    assert apple == sample("apple.jpg").read_bytes()
+    # (Spark lists rejects by key, the local engine in source order)
+    assert sorted((r.key, r.reason) for r in report.rejected) == sorted(
+        (r.key, r.reason) for r in expected.rejected
+    )
+    assert sorted(r.reason.split(":")[0] for r in report.rejected) == [
+        "OpenCV cannot decode it (not an image or truncated)",
+        "duplicate key",
+    ]
+
+
+def test_engines_refuse_bad_pack_inputs(engine, datasets, tmp_path):
+    with pytest.raises(InputError, match="nothing.*does not exist"):
+        engine.pack(str(tmp_path / "nothing"), str(tmp_path / "out"))
+    with pytest.raises(InputError, match="unknown dataset format 'zip'"):
+        engine.pack(str(datasets["folder"]), str(tmp_path / "out"), format="zip")
+    (tmp_path / "taken").write_bytes(b"x")
+    with pytest.raises(InputError, match="already exists"):
+        engine.pack(str(datasets["folder"]), str(tmp_path / "taken"))
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("no images here")
+    with pytest.raises(InputError, match="holds no images"):
+        engine.pack(str(tmp_path / "text"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 # --- extract -----------------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import posixpath
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -31,15 +31,27 @@ from .seqfile import SequenceFileWriter, count_sequencefile, iter_sequencefile, 
 __all__ = [
     "FORMATS",
     "IMAGE_EXTENSIONS",
+    "Checker",
     "DatasetFormat",
     "ImageDataset",
+    "PackItem",
     "PackReport",
+    "Verdict",
+    "check_here",
+    "check_image",
+    "check_images",
+    "batched",
     "check_output",
+    "check_pack_args",
+    "dataset_items",
     "detect_format",
+    "folder_items",
     "decoded_size",
     "label_from_key",
+    "no_images_error",
     "open_dataset",
     "pack",
+    "scan_folder",
 ]
 
 DatasetFormat = Literal["parquet", "sequencefile", "folder"]
@@ -95,10 +107,11 @@ def detect_format(path: str | os.PathLike[str]) -> DatasetFormat:
 # --- reading -----------------------------------------------------------------------------------------
 
 
-def _rebatch(records_: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
-    batch: list[ImageRecord] = []
-    for record in records_:
-        batch.append(record)
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of `size` consecutive items (the last one shorter)."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
         if len(batch) == size:
             yield batch
             batch = []
@@ -137,7 +150,7 @@ class ImageDataset:
         """The images in stored order (part files in name order), `batch_size` at a time."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {batch_size}")
-        return _rebatch(self, batch_size)
+        return batched(self, batch_size)
 
 
 def open_dataset(path: str | os.PathLike[str]) -> ImageDataset:
@@ -176,11 +189,40 @@ def decoded_size(data: bytes) -> tuple[int, int] | str:
     return int(image.shape[1]), int(image.shape[0])
 
 
-class _Item(NamedTuple):
+class PackItem(NamedTuple):
+    """One image of a source being packed: its bytes, or None and why they could not be read."""
+
     key: str
     label: str | None
-    data: bytes | None  # None when it could not be read; `error` says why
+    data: bytes | None
     error: str | None = None
+
+
+#: What checking an image found: (width, height, sha256) of a decodable image, else the reason.
+Verdict = tuple[int, int, str] | str
+#: Checks items in order: the in-process `check_here`, or an engine spreading the work over cores.
+Checker = Callable[[Iterator[PackItem]], Iterator[tuple[PackItem, Verdict]]]
+
+
+def check_image(item: PackItem) -> Verdict:
+    """Decode `item` whole: (width, height, sha256 of its bytes), or why it cannot be packed."""
+    if item.data is None:
+        return item.error or "unreadable"
+    size = decoded_size(item.data)
+    if isinstance(size, str):
+        return size
+    return size[0], size[1], hashlib.sha256(item.data).hexdigest()
+
+
+def check_images(items: list[PackItem]) -> list[Verdict]:
+    """`check_image` of each item: one engine task."""
+    return [check_image(item) for item in items]
+
+
+def check_here(items: Iterator[PackItem]) -> Iterator[tuple[PackItem, Verdict]]:
+    """Each item with its verdict, checked in this process."""
+    for item in items:
+        yield item, check_image(item)
 
 
 class _Checked(NamedTuple):
@@ -192,7 +234,7 @@ class _Checked(NamedTuple):
     size: int
 
 
-def _scan_folder(root: str) -> tuple[list[tuple[str, str]], int]:
+def scan_folder(root: str) -> tuple[list[tuple[str, str]], int]:
     """(key, file) of every image under `root`, sorted by key, and the number of other files."""
     found: list[tuple[str, str]] = []
     ignored = 0
@@ -214,55 +256,53 @@ def _scan_folder(root: str) -> tuple[list[tuple[str, str]], int]:
     return found, ignored
 
 
-def _folder_items(files: list[tuple[str, str]]) -> Iterator[_Item]:
+def folder_items(files: Iterable[tuple[str, str]]) -> Iterator[PackItem]:
+    """The files of `scan_folder`, read: a PackItem each, with the reason when one cannot be read."""
     for key, full in files:
         try:
             with open(full, "rb") as fh:
                 data = fh.read()
         except OSError as exc:
-            yield _Item(key, label_from_key(key), None, f"unreadable: {exc.strerror or exc}")
+            yield PackItem(key, label_from_key(key), None, f"unreadable: {exc.strerror or exc}")
             continue
         if not data:
-            yield _Item(key, label_from_key(key), None, "empty file")
+            yield PackItem(key, label_from_key(key), None, "empty file")
             continue
-        yield _Item(key, label_from_key(key), data)
+        yield PackItem(key, label_from_key(key), data)
 
 
-def _dataset_items(path: str) -> Iterator[_Item]:
+def dataset_items(path: str) -> Iterator[PackItem]:
+    """The images of a packed dataset as PackItems (a dataset packed again, or converted)."""
     for record in open_dataset(path):
-        yield _Item(record.key, record.label, record.data)
+        yield PackItem(record.key, record.label, record.data)
 
 
-def _source(src: str, kind: DatasetFormat) -> tuple[Iterator[_Item], int]:
+def _source(src: str, kind: DatasetFormat) -> tuple[Iterator[PackItem], int]:
     """What `src` holds (images in a stable order) and its ignored file count."""
     if kind != "folder":
         open_dataset(src)  # fail now on a non-image Parquet file, not halfway
-        return _dataset_items(src), 0
-    files, ignored = _scan_folder(src)
-    return _folder_items(files), ignored
+        return dataset_items(src), 0
+    files, ignored = scan_folder(src)
+    return folder_items(files), ignored
 
 
 def _check(
-    items: Iterator[_Item], rejected: list[Rejected], progress: Progress
-) -> Iterator[tuple[_Item, _Checked]]:
+    items: Iterator[PackItem], rejected: list[Rejected], progress: Progress, checker: Checker
+) -> Iterator[tuple[PackItem, _Checked]]:
     """The decodable images of `items`, with their size and hash; the others go to `rejected`."""
     seen: set[str] = set()
-    for item in items:
+    for item, verdict in checker(items):
         if progress is not None:
             progress(1)
         if item.key in seen:
             rejected.append(Rejected(item.key, "duplicate key: an earlier image has the same key"))
             continue
         seen.add(item.key)
-        if item.data is None:
-            rejected.append(Rejected(item.key, item.error or "unreadable"))
+        if isinstance(verdict, str):
+            rejected.append(Rejected(item.key, verdict))
             continue
-        size = decoded_size(item.data)
-        if isinstance(size, str):
-            rejected.append(Rejected(item.key, size))
-            continue
-        digest = hashlib.sha256(item.data).hexdigest()
-        yield item, _Checked(item.key, item.label, size[0], size[1], digest, len(item.data))
+        width, height, digest = verdict
+        yield item, _Checked(item.key, item.label, width, height, digest, len(item.data or b""))
 
 
 # --- packing -----------------------------------------------------------------------------------------
@@ -293,7 +333,8 @@ class PackReport:
         return {"kind": "images", "source": source, "images": self.images, "labels": labels, **extra}
 
 
-def _no_images(src: str, report: PackReport) -> InputError:
+def no_images_error(src: str, report: PackReport) -> InputError:
+    """The error for a source with nothing to pack: why each image was rejected, or what was ignored."""
     if report.rejected:
         first = report.rejected[0]
         return InputError(
@@ -306,21 +347,21 @@ def _no_images(src: str, report: PackReport) -> InputError:
     )
 
 
-def _pack_sequencefile(src: str, items: Iterator[_Item], report: PackReport, progress: Progress) -> None:
+def _pack_sequencefile(src: str, checked: Iterator[tuple[PackItem, _Checked]], report: PackReport) -> None:
     with SequenceFileWriter(report.out) as writer:
-        for item, checked in _check(items, report.rejected, progress):
+        for item, checked_item in checked:
             writer.append(item.key, item.data or b"")
-            report.add(checked.label, checked.size)
+            report.add(checked_item.label, checked_item.size)
         if not report.images:
-            raise _no_images(src, report)
+            raise no_images_error(src, report)
 
 
-def _pack_parquet(src: str, items: Iterator[_Item], report: PackReport, progress: Progress) -> None:
+def _pack_parquet(src: str, checked: Iterator[tuple[PackItem, _Checked]], report: PackReport) -> None:
     pa = records.require_pyarrow()
-    rows: list[tuple[_Item, _Checked]] = []
+    rows: list[tuple[PackItem, _Checked]] = []
     size = 0
     with TableWriter(report.out, records.IMAGE_SCHEMA) as writer:
-        for pair in _check(items, report.rejected, progress):
+        for pair in checked:
             report.add(pair[1].label, pair[1].size)
             rows.append(pair)
             size += pair[1].size
@@ -330,11 +371,11 @@ def _pack_parquet(src: str, items: Iterator[_Item], report: PackReport, progress
         if rows:
             writer.write(_image_table(pa, rows))
         if not report.images:
-            raise _no_images(src, report)
+            raise no_images_error(src, report)
         writer.meta = report.meta(src)
 
 
-def _image_table(pa: Any, rows: list[tuple[_Item, _Checked]]) -> Any:
+def _image_table(pa: Any, rows: list[tuple[PackItem, _Checked]]) -> Any:
     return pa.table(
         {
             "key": [c.key for _, c in rows],
@@ -348,30 +389,41 @@ def _image_table(pa: Any, rows: list[tuple[_Item, _Checked]]) -> Any:
     )
 
 
+def check_pack_args(src: str, out: str, format: str, overwrite: bool) -> DatasetFormat:
+    """What `src` holds; InputError for an unknown output format, a missing source or a taken `out`."""
+    if format not in FORMATS:
+        raise InputError(f"unknown dataset format {format!r}: choose one of {', '.join(FORMATS)}")
+    kind = detect_format(src)
+    if kind == "parquet":
+        records.check_columns(src, IMAGE_COLUMNS, "visionlake image")  # fail now, not halfway
+    check_output(out, overwrite, src)
+    return kind
+
+
 def pack(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
     format: str = "parquet",
     progress: Progress = None,
     overwrite: bool = False,
+    checker: Checker = check_here,
 ) -> PackReport:
     """Pack a folder of images (or convert a SequenceFile/Parquet dataset) into one dataset file.
 
     Every image is decoded once: undecodable ones are listed in `report.rejected` with the reason and
     the others packed, keyed by relative path and labelled by folder. `progress` gets 1 per image.
+    `checker` decodes the images (`LocalEngine.pack` passes one that uses its worker processes).
     """
     started = time.perf_counter()
-    if format not in FORMATS:
-        raise InputError(f"unknown dataset format {format!r}: choose one of {', '.join(FORMATS)}")
     src, out = os.fspath(src), os.fspath(out)
-    kind = detect_format(src)
-    check_output(out, overwrite, src)
+    kind = check_pack_args(src, out, format, overwrite)
     items, ignored = _source(src, kind)
     report = PackReport(out=out, format=format, ignored=ignored)
+    checked = _check(items, report.rejected, progress, checker)
     if format == "sequencefile":
-        _pack_sequencefile(src, items, report, progress)
+        _pack_sequencefile(src, checked, report)
     else:
-        _pack_parquet(src, items, report, progress)
+        _pack_parquet(src, checked, report)
     report.labels = dict(sorted(report.labels.items()))
     report.seconds = time.perf_counter() - started
     return report

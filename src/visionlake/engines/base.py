@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from ..batch.dataset import PackReport
     from ..batch.encode import BowEncoder
     from ..batch.features import FeatureExtractor
     from ..batch.vocabulary import Vocabulary
@@ -60,6 +61,16 @@ class Engine(abc.ABC):
     """Runs the data-parallel batch steps. Use as a context manager; `close` frees workers/sessions."""
 
     name: ClassVar[str]
+
+    @abc.abstractmethod
+    def pack(
+        self, src: str, out: str, format: str = "parquet", progress: Progress = None, overwrite: bool = False
+    ) -> PackReport:
+        """Pack a folder of images (or a SequenceFile/Parquet dataset) into a dataset at `out`.
+
+        Every image is decoded once; undecodable ones are in `report.rejected` with their reason. The
+        engines write the same images, keys, labels and hashes (local: one file; Spark: part files).
+        """
 
     @abc.abstractmethod
     def extract(

@@ -16,6 +16,7 @@ Also home of the input checks both engines share (`require_path`, `features_layo
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -35,6 +36,7 @@ from .base import EncodeReport, Engine, ExtractReport, Progress, Rejected
 from .process import prepare_worker
 
 if TYPE_CHECKING:
+    from ..batch.dataset import PackItem, PackReport, Verdict
     from ..batch.encode import BowEncoder
     from ..batch.features import FeatureExtractor
     from ..batch.vocabulary import Vocabulary
@@ -47,6 +49,9 @@ BOW_COLUMNS = ("key", "label", "bow")
 #: Images per extraction task: big enough that the parent's per-task cost is noise, small enough that
 #: the last tasks do not leave a worker idle for long (sized per dataset between these bounds).
 EXTRACT_BATCH = (4, 128)
+#: Images per pack task (decoded and hashed by a worker). A source with fewer than two tasks per worker
+#: is checked in the parent: starting the workers would cost more than they save.
+PACK_BATCH = 32
 #: Feature rows per encoding task (sized per dataset between these bounds, like EXTRACT_BATCH).
 ENCODE_BATCH = (16, 256)
 
@@ -243,6 +248,26 @@ class LocalEngine(Engine):
                 fut.cancel()
 
     # --- steps -----------------------------------------------------------------------------------
+
+    def pack(
+        self, src: str, out: str, format: str = "parquet", progress: Progress = None, overwrite: bool = False
+    ) -> PackReport:
+        from ..batch.dataset import pack
+
+        return pack(src, out, format, progress, overwrite, checker=self._check_images)
+
+    def _check_images(self, items: Iterator[PackItem]) -> Iterator[tuple[PackItem, Verdict]]:
+        """Each item with its verdict, in order; decoding and hashing happen in the workers."""
+        from ..batch.dataset import batched, check_here, check_images
+
+        small = 2 * self.processes * PACK_BATCH
+        head = list(itertools.islice(items, small))
+        if len(head) < small:
+            yield from check_here(iter(head))
+            return
+        tasks = ((batch,) for batch in batched(itertools.chain(head, items), PACK_BATCH))
+        for (batch,), verdicts in self._ordered(check_images, tasks):
+            yield from zip(batch, verdicts, strict=True)
 
     def extract(
         self, dataset: str, out: str, extractor: FeatureExtractor, progress: Progress = None

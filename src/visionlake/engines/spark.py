@@ -42,6 +42,7 @@ from .local import (
 from .process import prepare_worker
 
 if TYPE_CHECKING:
+    from ..batch.dataset import PackReport
     from ..batch.encode import BowEncoder
     from ..batch.features import FeatureExtractor
     from ..batch.vocabulary import Vocabulary
@@ -65,6 +66,58 @@ def _pyspark() -> Any:
 
 
 # --- executor side (module-level so they pickle by reference) ----------------------------------------
+
+
+def _pack_items(folder: bool, rows: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+    """(source index, PackItem) of a partition of (index, (key, file)) or (index, (key, label, bytes))."""
+    from ..batch.dataset import PackItem, folder_items
+
+    if folder:
+        listed = list(rows)
+        yield from zip((index for index, _ in listed), folder_items(pair for _, pair in listed), strict=True)
+        return
+    for index, (key, label, data) in rows:
+        yield index, PackItem(str(key), label, bytes(data) if data is not None else None)
+
+
+def _range_partition(n: int, parts: int, index: int) -> int:
+    """Partition of source row `index` of `n` when split into `parts` contiguous ranges."""
+    return min(parts - 1, index * parts // max(n, 1))
+
+
+def _pack_partition(rejected_acc: Any, done_acc: Any, folder: bool, rows: Iterable[Any]) -> Iterator[tuple]:
+    """(index, key, label, bytes, width, height, sha256, reason) per image; rejects go to the accumulator.
+
+    Rejected images keep a row (no bytes, with the reason) so duplicate keys are decided in source order.
+    """
+    prepare_worker()
+    from ..batch.dataset import check_image
+
+    rejected, done = [], 0
+    for index, item in _pack_items(folder, rows):
+        verdict = check_image(item)
+        done += 1
+        if isinstance(verdict, str):
+            rejected.append((item.key, verdict))
+            yield (index, item.key, item.label, None, None, None, None, verdict)
+        else:
+            yield (index, item.key, item.label, item.data, verdict[0], verdict[1], verdict[2], None)
+        if done % EXTRACT_CHUNK == 0:
+            done_acc.add(done)
+            done = 0
+    done_acc.add(done)
+    if rejected:
+        rejected_acc.add(rejected)
+
+
+def _dataset_row(kind: str, row: Any) -> tuple[str, str | None, Any]:
+    """(key, label, bytes) of a Parquet image row or a SequenceFile (key, value) pair."""
+    from ..batch.dataset import label_from_key
+
+    if kind == "sequencefile":
+        key = str(row[0])
+        return key, label_from_key(key), row[1]
+    return row[0], row[1], row[2]
 
 
 def _extract_partition(
@@ -287,6 +340,100 @@ class SparkEngine(Engine):
 
     # --- steps -----------------------------------------------------------------------------------
 
+    def pack(
+        self, src: str, out: str, format: str = "parquet", progress: Progress = None, overwrite: bool = False
+    ) -> PackReport:
+        from pyspark import StorageLevel
+
+        from ..batch.dataset import PackReport, check_pack_args, no_images_error
+        from ..batch.outputs import clear_output
+
+        started = time.perf_counter()
+        src, out = os.path.abspath(os.fspath(src)), os.fspath(out)
+        kind = check_pack_args(src, out, format, overwrite)
+        clear_output(out)
+        report = PackReport(out=out, format=format)
+        rejected_acc = self._sc.accumulator([], _ListParam())
+        done_acc = self._sc.accumulator(0)
+        rows = self._pack_source(src, kind, report, rejected_acc, done_acc)
+        frame = self.spark.createDataFrame(rows, _pack_struct(), verifySchema=False)
+        good = frame.where("_reason IS NULL").select(*_PACK_COLUMNS)
+        with _ProgressPoller(done_acc, progress):
+            if format == "sequencefile":
+                # pyspark looks at the first record before writing: persisted, the first partition
+                # is decoded once, not twice
+                pairs = good.rdd.map(_sequencefile_pair).persist(StorageLevel.MEMORY_AND_DISK)
+                try:
+                    pairs.saveAsSequenceFile(_abs(out))
+                finally:
+                    pairs.unpersist()
+            else:
+                good.write.mode("overwrite").option("compression", "zstd").parquet(_abs(out))
+        undecodable = rejected_sorted(Rejected(k, r) for k, r in rejected_acc.value)
+        report.rejected = sorted([*report.rejected, *undecodable], key=lambda r: r.key)  # + repeated keys
+        self._count_packed(out, format, report)
+        if not report.images:
+            clear_output(out)
+            raise no_images_error(src, report)
+        if format == "parquet":
+            records.write_sidecar(out, report.meta(src))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _pack_source(self, src: str, kind: str, report: PackReport, rejected_acc: Any, done_acc: Any) -> Any:
+        """The checked rows of `src` (an RDD in source order); later rows of a repeated key are rejected."""
+        from ..batch.dataset import open_dataset, scan_folder
+
+        sc = self._sc
+        if kind == "folder":
+            files, report.ignored = scan_folder(src)
+            slices = max(1, min(self._image_partitions(len(files)), len(files)))
+            listed = sc.parallelize(list(enumerate(files)), slices)  # contiguous slices: order kept
+            return listed.mapPartitions(partial(_pack_partition, rejected_acc, done_acc, True))
+        n = open_dataset(src).count()
+        target = self._image_partitions(n)
+        if kind == "parquet":
+            source = self.spark.read.parquet(_abs(src)).select("key", "label", "bytes").rdd
+        else:
+            source = sc.sequenceFile(_abs(src), minSplits=target)
+        indexed = source.map(partial(_dataset_row, kind)).zipWithIndex().map(lambda ri: (ri[1], ri[0]))
+        # keys seen more than once: (count, index of the first); the rest are rejected before decoding
+        seen = indexed.map(lambda ir: (ir[1][0], (1, ir[0]))).reduceByKey(
+            lambda a, b: (a[0] + b[0], min(a[1], b[1]))
+        )
+        repeated = dict(seen.filter(lambda kv: kv[1][0] > 1).collect())
+        if repeated:
+            first = {key: index for key, (_, index) in repeated.items()}
+            indexed = indexed.filter(lambda ir: first.get(ir[1][0], ir[0]) == ir[0])
+            report.rejected.extend(
+                Rejected(key, "duplicate key: an earlier image has the same key")
+                for key, (count, _) in sorted(repeated.items())
+                for _ in range(count - 1)
+            )
+        if indexed.getNumPartitions() < target:  # spread over the cores, keeping the source order
+            indexed = indexed.repartitionAndSortWithinPartitions(target, partial(_range_partition, n, target))
+        return indexed.mapPartitions(partial(_pack_partition, rejected_acc, done_acc, False))
+
+    def _count_packed(self, out: str, format: str, report: PackReport) -> None:
+        """Images, bytes and images per label of what was written, read back from `out`."""
+        from pyspark.sql import functions as F
+
+        from ..batch.dataset import label_from_key
+
+        if format == "sequencefile":
+            pairs = self._sc.sequenceFile(_abs(out)).map(lambda kv: (label_from_key(str(kv[0])), len(kv[1])))
+            stats = pairs.aggregateByKey((0, 0), _add_image, _add_counts).collect()
+            per_label = [(label, n, size) for label, (n, size) in stats]
+        else:
+            frame = self.spark.read.parquet(_abs(out))
+            agg = frame.groupBy("label").agg(F.count(F.lit(1)), F.sum(F.length("bytes"))).collect()
+            per_label = [(row[0], int(row[1]), int(row[2] or 0)) for row in agg]
+        for label, n, size in per_label:
+            report.images += n
+            report.bytes += size
+            report.labels[label or ""] = n
+        report.labels = dict(sorted(report.labels.items()))
+
     def extract(
         self, dataset: str, out: str, extractor: FeatureExtractor, progress: Progress = None
     ) -> ExtractReport:
@@ -452,6 +599,39 @@ class SparkEngine(Engine):
 
 def _abs(path: str) -> str:
     return os.path.abspath(path)
+
+
+_PACK_COLUMNS = ("key", "label", "bytes", "width", "height", "sha256")
+
+
+def _pack_struct() -> Any:
+    from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
+
+    return StructType(
+        [
+            StructField("_index", LongType(), False),
+            StructField("key", StringType(), False),
+            StructField("label", StringType(), True),
+            StructField("bytes", BinaryType(), True),
+            StructField("width", IntegerType(), True),
+            StructField("height", IntegerType(), True),
+            StructField("sha256", StringType(), True),
+            StructField("_reason", StringType(), True),
+        ]
+    )
+
+
+def _sequencefile_pair(row: Any) -> tuple[str, bytearray]:
+    """(key, value) of a SequenceFile record: Spark writes str as Text and bytearray as BytesWritable."""
+    return row[0], bytearray(row[2])
+
+
+def _add_image(acc: tuple[int, int], size: int) -> tuple[int, int]:
+    return acc[0] + 1, acc[1] + size
+
+
+def _add_counts(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
 
 
 def _feature_struct() -> Any:
