@@ -68,16 +68,18 @@ def _pyspark() -> Any:
 # --- executor side (module-level so they pickle by reference) ----------------------------------------
 
 
-def _pack_items(folder: bool, rows: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-    """(source index, PackItem) of a partition of (index, (key, file)) or (index, (key, label, bytes))."""
+def _pack_items(folder: bool, rows: Iterable[Any]) -> Iterator[Any]:
+    """The PackItems of a partition of (index, (key, file)) or (index, (key, label, bytes)) rows.
+
+    Partitions hold contiguous ranges of the source in order, so the written part files keep it.
+    """
     from ..batch.dataset import PackItem, folder_items
 
     if folder:
-        listed = list(rows)
-        yield from zip((index for index, _ in listed), folder_items(pair for _, pair in listed), strict=True)
+        yield from folder_items(pair for _, pair in rows)
         return
-    for index, (key, label, data) in rows:
-        yield index, PackItem(str(key), label, bytes(data) if data is not None else None)
+    for _, (key, label, data) in rows:
+        yield PackItem(str(key), label, bytes(data) if data is not None else None)
 
 
 def _range_partition(n: int, parts: int, index: int) -> int:
@@ -86,22 +88,18 @@ def _range_partition(n: int, parts: int, index: int) -> int:
 
 
 def _pack_partition(rejected_acc: Any, done_acc: Any, folder: bool, rows: Iterable[Any]) -> Iterator[tuple]:
-    """(index, key, label, bytes, width, height, sha256, reason) per image; rejects go to the accumulator.
-
-    Rejected images keep a row (no bytes, with the reason) so duplicate keys are decided in source order.
-    """
+    """(key, label, bytes, width, height, sha256) per decodable image; rejects go to the accumulator."""
     prepare_worker()
     from ..batch.dataset import check_image
 
     rejected, done = [], 0
-    for index, item in _pack_items(folder, rows):
+    for item in _pack_items(folder, rows):
         verdict = check_image(item)
         done += 1
         if isinstance(verdict, str):
             rejected.append((item.key, verdict))
-            yield (index, item.key, item.label, None, None, None, None, verdict)
         else:
-            yield (index, item.key, item.label, item.data, verdict[0], verdict[1], verdict[2], None)
+            yield (item.key, item.label, item.data, *verdict)
         if done % EXTRACT_CHUNK == 0:
             done_acc.add(done)
             done = 0
@@ -356,8 +354,7 @@ class SparkEngine(Engine):
         rejected_acc = self._sc.accumulator([], _ListParam())
         done_acc = self._sc.accumulator(0)
         rows = self._pack_source(src, kind, report, rejected_acc, done_acc)
-        frame = self.spark.createDataFrame(rows, _pack_struct(), verifySchema=False)
-        good = frame.where("_reason IS NULL").select(*_PACK_COLUMNS)
+        good = self.spark.createDataFrame(rows, _image_struct(), verifySchema=False)
         with _ProgressPoller(done_acc, progress):
             if format == "sequencefile":
                 # pyspark looks at the first record before writing: persisted, the first partition
@@ -601,22 +598,18 @@ def _abs(path: str) -> str:
     return os.path.abspath(path)
 
 
-_PACK_COLUMNS = ("key", "label", "bytes", "width", "height", "sha256")
-
-
-def _pack_struct() -> Any:
-    from pyspark.sql.types import BinaryType, IntegerType, LongType, StringType, StructField, StructType
+def _image_struct() -> Any:
+    """The Spark schema of an image dataset (records.IMAGE_SCHEMA)."""
+    from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType
 
     return StructType(
         [
-            StructField("_index", LongType(), False),
             StructField("key", StringType(), False),
             StructField("label", StringType(), True),
             StructField("bytes", BinaryType(), True),
             StructField("width", IntegerType(), True),
             StructField("height", IntegerType(), True),
             StructField("sha256", StringType(), True),
-            StructField("_reason", StringType(), True),
         ]
     )
 
