@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from visionlake.log.base import partition_for
+
 #: Where opencv-doc puts its sample data; VISIONLAKE_MEDIA (a folder) is searched first when set.
 MEDIA_DIRS = [Path("/usr/share/doc/opencv-doc/examples/data")]
 
@@ -57,3 +59,13 @@ def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise AssertionError(f"OpenCV could not encode a {image.shape} image as JPEG")
     return buf.tobytes()
+
+
+def cameras_covering(partitions: int) -> list[str]:
+    """One camera name per partition, so every member of a group gets frames."""
+    names: dict[int, str] = {}
+    i = 0
+    while len(names) < partitions:
+        names.setdefault(partition_for(f"cam-{i}".encode(), partitions), f"cam-{i}")
+        i += 1
+    return [names[p] for p in range(partitions)]

@@ -14,7 +14,7 @@ from itertools import islice
 import cv2
 import numpy as np
 import pytest
-from media import jpeg, sample, video_frames
+from media import cameras_covering, jpeg, sample, video_frames
 
 from visionlake.detectors import load_detector
 from visionlake.errors import BackendUnavailable, ConfigError
@@ -287,16 +287,6 @@ def test_a_worker_rides_out_a_broker_stall(private_kafka, tmp_path):
 
 
 # -- scaling ----------------------------------------------------------------------------------
-
-
-def cameras_covering(partitions: int) -> list[str]:
-    """One camera name per partition, so every member of a group gets frames."""
-    names: dict[int, str] = {}
-    i = 0
-    while len(names) < partitions:
-        names.setdefault(partition_for(f"cam-{i}".encode(), partitions), f"cam-{i}")
-        i += 1
-    return [names[p] for p in range(partitions)]
 
 
 def test_two_worker_processes_share_the_partitions_and_process_every_frame_once(private_kafka, tmp_path):

@@ -15,13 +15,14 @@ import cv2
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from media import cameras_covering
 
 from visionlake.detectors import load_detector
 from visionlake.frames import encode_jpeg
 from visionlake.ingest.publish import ingest
 from visionlake.ingest.sources import VideoFileSource
 from visionlake.lake import Lake
-from visionlake.log.base import TopicConfig
+from visionlake.log.base import DEFAULT_PARTITIONS, TopicConfig
 from visionlake.replay import prepare_replay
 from visionlake.workers.worker import Worker, default_group
 
@@ -229,7 +230,12 @@ def test_sigterm_finishes_the_frame_commits_and_exits_0(lake):
 
 
 def test_three_workers_share_the_stream_and_survive_a_kill(lake):
-    n = publish(lake, "cam-a", 80) + publish(lake, "cam-b", 80, name="Megamind.avi")
+    # one camera on each partition: whatever the assignment, every member has frames to do
+    videos = ("vtest.avi", "Megamind.avi")
+    n = sum(
+        publish(lake, camera, 40, name=videos[i % 2])
+        for i, camera in enumerate(cameras_covering(DEFAULT_PARTITIONS))
+    )
     lake.catalog  # noqa: B018
     cmd = cli(
         lake,
