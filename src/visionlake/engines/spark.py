@@ -354,7 +354,7 @@ class SparkEngine(Engine):
         rejected_acc = self._sc.accumulator([], _ListParam())
         done_acc = self._sc.accumulator(0)
         rows = self._pack_source(src, kind, report, rejected_acc, done_acc)
-        good = self.spark.createDataFrame(rows, _image_struct(), verifySchema=False)
+        good = self.spark.createDataFrame(rows, _spark_struct(records.IMAGE_SCHEMA), verifySchema=False)
         with _ProgressPoller(done_acc, progress):
             if format == "sequencefile":
                 # pyspark looks at the first record before writing: persisted, the first partition
@@ -463,7 +463,9 @@ class SparkEngine(Engine):
             rows = images.mapPartitions(
                 partial(_extract_partition, bc, rejected_acc, done_acc, ds.format == "sequencefile")
             )
-            frame = self.spark.createDataFrame(rows, _feature_struct(), verifySchema=False)
+            frame = self.spark.createDataFrame(
+                rows, _spark_struct(records.FEATURE_SCHEMA), verifySchema=False
+            )
             with _ProgressPoller(done_acc, progress):
                 frame.write.mode("overwrite").option("compression", "zstd").parquet(_abs(out))
         finally:
@@ -598,20 +600,13 @@ def _abs(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _image_struct() -> Any:
-    """The Spark schema of an image dataset (records.IMAGE_SCHEMA)."""
+def _spark_struct(schema: Any) -> Any:
+    """The Spark schema of a records layout (an Arrow schema of string, binary and int32 columns)."""
+    import pyarrow as pa
     from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType
 
-    return StructType(
-        [
-            StructField("key", StringType(), False),
-            StructField("label", StringType(), True),
-            StructField("bytes", BinaryType(), True),
-            StructField("width", IntegerType(), True),
-            StructField("height", IntegerType(), True),
-            StructField("sha256", StringType(), True),
-        ]
-    )
+    types = {pa.string(): StringType(), pa.binary(): BinaryType(), pa.int32(): IntegerType()}
+    return StructType([StructField(f.name, types[f.type], True) for f in schema])
 
 
 def _sequencefile_pair(row: Any) -> tuple[str, bytearray]:
@@ -625,19 +620,3 @@ def _add_image(acc: tuple[int, int], size: int) -> tuple[int, int]:
 
 def _add_counts(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return a[0] + b[0], a[1] + b[1]
-
-
-def _feature_struct() -> Any:
-    from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType
-
-    return StructType(
-        [
-            StructField("key", StringType(), True),
-            StructField("label", StringType(), True),
-            StructField("width", IntegerType(), True),
-            StructField("height", IntegerType(), True),
-            StructField("n_keypoints", IntegerType(), True),
-            StructField("descriptors", BinaryType(), True),
-            StructField("keypoints", BinaryType(), True),
-        ]
-    )
