@@ -549,7 +549,6 @@ class SparkEngine(Engine):
 
     def encode(self, features: str, encoder: BowEncoder, out: str, progress: Progress = None) -> EncodeReport:
         from pyspark.sql import functions as F
-        from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
         started = time.perf_counter()
         features_meta, dim, dtype = features_layout(features)
@@ -561,13 +560,7 @@ class SparkEngine(Engine):
         sc = self._sc
         done_acc = sc.accumulator(0)
         bc = sc.broadcast(encoder)
-        schema = StructType(
-            [
-                StructField("key", StringType(), True),
-                StructField("label", StringType(), True),
-                StructField("bow", BinaryType(), True),
-            ]
-        )
+        schema = _spark_struct(records.BOW_SCHEMA)
         try:
             rows = source.rdd.mapPartitions(partial(_encode_partition, bc, done_acc, dim, dtype))
             frame = self.spark.createDataFrame(rows, schema, verifySchema=False)
