@@ -279,8 +279,7 @@ def dataset_items(path: str) -> Iterator[PackItem]:
 
 def _source(src: str, kind: DatasetFormat) -> tuple[Iterator[PackItem], int]:
     """What `src` holds (images in a stable order) and its ignored file count."""
-    if kind != "folder":
-        open_dataset(src)  # fail now on a non-image Parquet file, not halfway
+    if kind != "folder":  # check_pack_args has checked a Parquet source's columns
         return dataset_items(src), 0
     files, ignored = scan_folder(src)
     return folder_items(files), ignored

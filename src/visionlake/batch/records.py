@@ -191,7 +191,6 @@ class TableWriter(AtomicWriter):
 
     def __init__(self, path: str | os.PathLike[str], schema: Any, meta: dict[str, Any] | None = None) -> None:
         super().__init__(path)
-        self.schema = schema
         self.meta: dict[str, Any] = dict(meta or {})
         self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         self.rows = 0
