@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
@@ -26,7 +27,13 @@ from servers.s3 import _free_ports, s3_filesystem
 
 from visionlake.archive import Archive, escape_segment
 from visionlake.config import load_settings
-from visionlake.errors import ArchiveError, BackendUnavailable, ConfigError, MissingDependency
+from visionlake.errors import (
+    ArchiveConflict,
+    ArchiveError,
+    BackendUnavailable,
+    ConfigError,
+    MissingDependency,
+)
 from visionlake.frames import check_camera_id, make_frame_id
 from visionlake.lake import Lake
 
@@ -225,13 +232,19 @@ def test_put_is_idempotent(store, data, monkeypatch):
     assert store.objects() == {f"archive/{key}"}
 
 
-def test_put_replaces_an_object_of_another_size(store, data, monkeypatch):
+def test_put_never_replaces_another_image_under_a_key(store, data, monkeypatch):
+    # a key names one image: the catalog row describing it must stay true
     archive = store.archive
     key = archive.key("cam", T0, "frame1")
-    uri = archive.put(key, b"partial")  # e.g. left by something else; different size
+    uri = archive.put(key, data)
+    other = bytearray(data)
+    other[len(other) // 2] ^= 0xFF  # same size, other bytes
     writes = count_writes(archive, monkeypatch)
-    assert archive.put(key, data) == uri
-    assert len(writes) == 1
+    assert archive.put(key, data) == uri  # the same image again (a re-delivery) writes nothing
+    for bad in (bytes(other), b"partial"):
+        with pytest.raises(ArchiveConflict, match="already holds another image"):
+            archive.put(key, bad)
+    assert writes == []
     assert archive.get(uri) == data == store.read_raw(uri)
     assert store.objects() == {f"archive/{key}"}
 
@@ -339,14 +352,25 @@ def test_local_put_rewrites_nothing_and_leaves_no_temporary_files(tmp_path, loca
     assert not [p for p in (tmp_path / "archive").rglob("*") if ".tmp" in p.name]
 
 
-def test_local_put_replaces_a_different_object_atomically(tmp_path, local_archive, data):
+def test_local_writers_racing_on_one_key_store_one_image(tmp_path, local_archive, data):
+    # the final name is linked, never renamed over: the loser is told, no temporary file stays
     key = local_archive.key("cam", T0, "frame1")
-    uri = local_archive.put(key, b"partial")
-    inode = os.stat(uri).st_ino
-    assert local_archive.put(key, data) == uri
-    assert Path(uri).read_bytes() == data
-    assert os.stat(uri).st_ino != inode  # a new file renamed into place, not rewritten in place
-    assert files_under(tmp_path / "archive") == [Path(uri)]
+    images = [data, data[::-1], data + b"x", data[:-1]] * 4
+    barrier = threading.Barrier(len(images))
+
+    def put(image: bytes) -> bytes | None:
+        barrier.wait()
+        try:
+            local_archive.put(key, image)
+        except ArchiveConflict:
+            return None
+        return image
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        stored = [x for x in pool.map(put, images) if x is not None]
+    assert len(set(stored)) == 1
+    assert Path(local_archive.uri(key)).read_bytes() == stored[0]
+    assert files_under(tmp_path / "archive") == [Path(local_archive.uri(key))]
 
 
 def test_local_uris_are_plain_paths(tmp_path, local_archive, data):

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
-from .errors import ArchiveError, BackendUnavailable, ConfigError, MissingDependency
+from .errors import ArchiveConflict, ArchiveError, BackendUnavailable, ConfigError, MissingDependency
 from .frames import utc
 
 log = logging.getLogger("visionlake.archive")
@@ -282,24 +282,43 @@ class Archive:
     # -- operations ------------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> str:
-        """Store `data` under `key` unless an object of the same size is there; returns its URI."""
+        """Store `data` under `key` unless the same bytes are there; returns its URI.
+
+        A key names one image for ever: other bytes already under it raise ArchiveConflict instead
+        of replacing them, so the catalog row that describes the stored image stays true.
+        """
         uri = self.uri(key)
         path = self._path(uri)
         if self.s3:
             return self._retrying("write", uri, lambda budget: self._s3_put(path, data, budget))
         try:
-            if self.fs.exists(path) and self.fs.size(path) == len(data):
+            if self.fs.exists(path):
+                self._check_same(uri, self.fs.cat_file(path), data)
                 return uri
-            if self.local:  # atomic: a crash never leaves a half-written JPEG under the final name
+            if self.local:  # atomic, and never over another writer's object
                 self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
                 tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
                 self.fs.pipe_file(tmp, data)
-                self.fs.mv(tmp, path)
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    self._check_same(uri, self.fs.cat_file(path), data)
+                finally:
+                    os.unlink(tmp)
             else:  # object stores make one write visible at once
                 self.fs.pipe_file(path, data)
         except OSError as e:
             raise ArchiveError(f"cannot write {uri}: {e}") from e
         return uri
+
+    @staticmethod
+    def _check_same(uri: str, stored: bytes, data: bytes) -> None:
+        if stored != data:
+            raise ArchiveConflict(
+                f"{uri} already holds another image ({len(stored)} bytes, sha256 "
+                f"{hashlib.sha256(stored).hexdigest()[:12]}; this one {len(data)} bytes, sha256 "
+                f"{hashlib.sha256(data).hexdigest()[:12]})"
+            )
 
     def get(self, uri: str) -> bytes:
         path = self._path(uri)
@@ -317,7 +336,7 @@ class Archive:
     def exists(self, uri: str) -> bool:
         path = self._path(uri)
         if self.s3:
-            return self._retrying("check", uri, lambda budget: self._s3_size(path, budget)) is not None
+            return self._retrying("check", uri, lambda budget: self._s3_head(path, budget)) is not None
         return self.fs.exists(path)
 
     # -- S3 --------------------------------------------------------------------------------------
@@ -326,22 +345,30 @@ class Archive:
         """Run one s3fs coroutine on its event loop, cancelled after `budget` seconds."""
         return fsspec.asyn.sync(self.fs.loop, fn, *args, timeout=max(budget, 0.1), **kwargs)
 
-    def _s3_size(self, path: str, budget: float) -> int | None:
+    def _s3_head(self, path: str, budget: float) -> dict | None:
         bucket, key, _ = self.fs.split_path(path)
         try:
-            head = self._s3_call(self.fs._call_s3, "head_object", Bucket=bucket, Key=key, budget=budget)
+            return self._s3_call(self.fs._call_s3, "head_object", Bucket=bucket, Key=key, budget=budget)
         except Exception as e:
             if _classify(e) == _NOT_FOUND:
                 return None
             raise
-        return int(head["ContentLength"])
 
     def _s3_put(self, path: str, data: bytes, budget: float) -> str:
         start = time.monotonic()
-        if self._s3_size(path, budget) != len(data):  # a single PUT replaces the object atomically
+        head = self._s3_head(path, budget)
+        uri = self.fs.unstrip_protocol(path)
+        if head is None:  # a single PUT makes the object visible at once, whole
             left = budget - (time.monotonic() - start)
             self._s3_call(self.fs._pipe_file, path, data, budget=left, ContentType="image/jpeg")
-        return self.fs.unstrip_protocol(path)
+            return uri
+        etag = str(head.get("ETag", "")).strip('"')
+        if int(head["ContentLength"]) == len(data) and etag == hashlib.md5(data).hexdigest():
+            return uri
+        left = budget - (time.monotonic() - start)  # sizes differ or the ETag is no MD5: compare bytes
+        stored = self._s3_call(self.fs._cat_file, path, budget=left)
+        self._check_same(uri, stored, data)
+        return uri
 
     def _check_bucket(self) -> None:
         """Fail fast and clearly on a missing bucket, refused credentials or an unreachable endpoint."""
@@ -370,6 +397,8 @@ class Archive:
             attempt += 1
             try:
                 return call(deadline - time.monotonic())
+            except ArchiveConflict:
+                raise
             except Exception as e:  # noqa: BLE001 - classified below; unknown errors re-raised as ours
                 kind = _classify(e)
                 if kind != _TRANSIENT:

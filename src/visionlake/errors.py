@@ -102,6 +102,12 @@ class ArchiveError(VisionlakeError):
     """The image archive refused a key or could not be written."""
 
 
+class ArchiveConflict(ArchiveError, InputError):
+    """The archive already holds other content under a frame's key: a frame id names one image."""
+
+    exit_code = 2
+
+
 class UnknownDetector(InputError):
     """No detector plugin of that name is installed."""
 

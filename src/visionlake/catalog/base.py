@@ -88,6 +88,10 @@ class Catalog(abc.ABC):
         """Detections already stored for those frames by that model version."""
 
     @abc.abstractmethod
+    def frame_hashes(self, frame_ids: Iterable[str]) -> dict[str, str]:
+        """SHA-256 of the image stored under each of those frame ids that has a row."""
+
+    @abc.abstractmethod
     def query(self, sql: str, *, max_rows: int = 1000, timeout: float = 10.0) -> QueryResult:
         """Run one read-only statement with a time limit and a row cap."""
 
@@ -270,6 +274,14 @@ class SqlCatalog(Catalog):
                     {"label": row.label, "score": row.score, "box": [row.x1, row.y1, row.x2, row.y2]}
                 )
         return {fid: Detections.from_list(items) for fid, items in found.items()}
+
+    def frame_hashes(self, frame_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(frame_ids))
+        if not ids:
+            return {}
+        f = S.frames.c
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(f.frame_id, f.sha256).where(f.frame_id.in_(ids))).all())
 
     def search(self, flt: SearchFilter) -> QueryResult:
         f, r, d = S.frames.c, S.results.c, S.detections.c

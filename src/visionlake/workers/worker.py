@@ -1,12 +1,14 @@
-"""The detector worker: poll → decode → detect → archive → catalog → events → commit.
+"""The detector worker: poll → process (decode, detect) → persist → publish → commit.
 
-`Worker._handle` is the one place that fixes the order. Offsets are committed only after the image is
-in the archive, the results are in the catalog and the events are flushed, and every write is
-idempotent, so killing a worker at any point loses no frame and counts none twice: the frames after
-the last commit are simply processed again (their stored results are reused, not recomputed).
+`Worker._handle` fixes the order. A record is finished once its image is in the archive, its rows are
+in the catalog and its event or dead letter is flushed; the `Checkpoint` commits per partition only
+the offsets after a contiguous run of finished records. Every write is idempotent, so killing a worker
+at any point loses no frame and counts none twice: the records after the last commit are processed
+again (their stored results are reused, not recomputed).
 
-A record that cannot be a frame (empty, undecodable, oversized, absurd dimensions) or that makes the
-detector fail goes to the dead-letter topic with its reason; the worker keeps going.
+A record that cannot be a frame (empty, undecodable, oversized, absurd dimensions, other content under
+a stored frame id) or that makes the detector fail goes to the dead-letter topic with its reason; the
+worker keeps going.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import cv2
-import numpy as np
 
 from ..catalog import FrameResult
 from ..detectors.base import Detector
-from ..errors import ArchiveError, BackendUnavailable, FrameError
+from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError
 from ..frames import FrameMeta, check_dimensions, decode_image, iso, meta_from_record
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
 from ..log.base import OffsetReset
 from ..types import Detections, Record
+from .checkpoint import Checkpoint
 
 log = logging.getLogger("visionlake.worker")
 
@@ -65,13 +67,24 @@ class WorkerStats:
 
 
 @dataclass
-class _Item:
+class _Result:
+    """A frame read and detected, not yet durable."""
+
     record: Record
     meta: FrameMeta
     data: bytes
-    image: np.ndarray
-    key: str  # archive key, checked at decode time
-    decode_ms: float
+    sha256: str
+    key: str  # archive key, checked before detection
+    detections: Detections
+    latency_ms: float
+
+
+@dataclass
+class _Batch:
+    results: list[_Result] = field(default_factory=list)
+    dead: list[tuple[Record, str]] = field(default_factory=list)
+    finished: list[Record] = field(default_factory=list)  # committable once persisted and published
+    rows: list[FrameResult] = field(default_factory=list)
 
 
 class Worker:
@@ -130,6 +143,7 @@ class Worker:
         lake.catalog.ensure_model(self.model, self.model_version, self.detector.params)
         consumer = lake.log.consumer([self.topic], group=self.group, offset_reset=self.offset_reset)
         producer = lake.log.producer()
+        self.checkpoint = Checkpoint(consumer)
         start = time.monotonic()
         last_data = start
         log.info(
@@ -175,13 +189,13 @@ class Worker:
     def _handle_with_retry(self, records: list[Record], consumer, producer) -> None:
         """Handle a batch; while the archive, catalog or log is unreachable, retry it with backoff.
 
-        Nothing of the batch is committed until it succeeds and every write is idempotent, so a retry
-        (or a stop during the outage) loses nothing and counts nothing twice.
+        Nothing of the batch is committed until its results are durable and every write is
+        idempotent, so a retry (or a stop during the outage) loses nothing and counts nothing twice.
         """
         delay = self.retry_initial
         while True:
             try:
-                self._handle(records, consumer, producer)
+                self._handle(records, producer)
                 return
             except BackendUnavailable as e:
                 if self._stop:
@@ -193,55 +207,58 @@ class Worker:
                     time.sleep(0.1)
                 delay = min(delay * 2, self.retry_max)
 
-    def _handle(self, records: list[Record], consumer, producer) -> None:
-        """Process a polled batch in the only safe order: results durable, then offsets."""
-        done: list[Record] = []
-        dead: list[tuple[Record, str]] = []
-        items: list[_Item] = []
+    def _handle(self, records: list[Record], producer) -> None:
+        """One batch in the only safe order: process, persist, publish, then commit what is durable."""
+        self.checkpoint.track(records)
+        batch = self._process(records)
+        self._persist(batch)
+        self._publish(batch, producer)
+        for r in batch.finished:
+            self.checkpoint.finish(r)
+        self.checkpoint.commit()
+        self._count(batch)
+
+    def _process(self, records: list[Record]) -> _Batch:
+        """Read and detect frame by frame (one decoded image in memory at a time).
+
+        A stop request ends the batch after the frame in hand; the records not reached stay
+        unfinished, so they are not committed and the partition's next reader gets them.
+        """
+        batch = _Batch()
+        parsed: list[tuple[Record, FrameMeta]] = []
         for r in records:
             if self.until_ms is not None and r.timestamp_ms > self.until_ms:
                 self.stats.beyond_range += 1
-                done.append(r)
+                batch.finished.append(r)
                 continue
             try:
-                items.append(self._decode(r))
+                parsed.append((r, self._meta(r)))
             except FrameError as e:
-                dead.append((r, e.reason))
-            done.append(r)
-        stored = self.lake.catalog.existing_results(
-            [i.meta.frame_id for i in items], self.model, self.model_version
-        )
-        results: list[FrameResult] = []
-        for n, item in enumerate(items):
-            if self._stop and n > 0:  # finish the frame in hand only; the rest are not committed
-                done = [r for r in done if not _after(r, item.record)]
+                batch.dead.append((r, e.reason))
+                batch.finished.append(r)
+        ids = [m.frame_id for _, m in parsed]
+        stored = self.lake.catalog.existing_results(ids, self.model, self.model_version)
+        hashes = self.lake.catalog.frame_hashes(ids)
+        for n, (r, meta) in enumerate(parsed):
+            if self._stop and n > 0:
                 break
             try:
-                results.append(self._detect(item, stored.get(item.meta.frame_id)))
+                batch.results.append(self._frame(r, meta, stored.get(meta.frame_id), hashes))
             except FrameError as e:
-                dead.append((item.record, e.reason))
-        self.lake.catalog.write_results(results)
-        det_topic, dead_topic = detections_topic(self.topic), dlq_topic(self.topic)
-        for res in results:
-            producer.send(det_topic, json.dumps(self._event(res)).encode(), key=res.meta.camera.encode())
-        for r, reason in dead:
-            producer.send(dead_topic, r.value, key=r.key, headers=_dlq_headers(r, reason, self.model))
-            self.stats.dead_lettered += 1
-            kind = reason.split(":")[0]
-            self.stats.dlq_reasons[kind] = self.stats.dlq_reasons.get(kind, 0) + 1
-            log.warning("dead-lettered %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)
-        producer.flush()
-        consumer.commit(_next_offsets(done))
-        for res in results:
-            self.stats.processed += 1
-            self.stats.detections += len(res.detections)
-            self.stats.per_camera[res.meta.camera] = self.stats.per_camera.get(res.meta.camera, 0) + 1
+                batch.dead.append((r, e.reason))
+            batch.finished.append(r)
+        return batch
 
-    def _decode(self, r: Record) -> _Item:
-        t0 = time.perf_counter()
+    def _meta(self, r: Record) -> FrameMeta:
         if len(r.value) > self.max_bytes:
             raise FrameError(f"oversized record: {len(r.value)} bytes, the limit is {self.max_bytes}")
-        meta = meta_from_record(r)
+        return meta_from_record(r)
+
+    def _frame(
+        self, r: Record, meta: FrameMeta, stored: Detections | None, hashes: dict[str, str]
+    ) -> _Result:
+        """Decode, check and detect one frame (or reuse its stored detections)."""
+        t0 = time.perf_counter()
         if meta.ref:
             try:
                 data = self.lake.archive.get(meta.ref)
@@ -249,6 +266,14 @@ class Worker:
                 raise FrameError(f"claim-check reference unreadable: {e}") from None
         else:
             data = r.value
+        sha = hashlib.sha256(data).hexdigest()
+        known = hashes.get(meta.frame_id)
+        if known is not None and known != sha:
+            raise FrameError(
+                f"conflict: frame {meta.frame_id} of camera {meta.camera!r} is already stored with "
+                f"other content (sha256 {known[:12]}, this one {sha[:12]}); a frame id names one image. "
+                "To keep both, ingest the source again under another camera name"
+            )
         image = decode_image(data)
         h, w = image.shape[:2]
         if (meta.width, meta.height) == (0, 0):
@@ -260,37 +285,67 @@ class Worker:
             key = self.lake.archive.key(meta.camera, meta.captured_at, meta.frame_id)
         except ArchiveError as e:
             raise FrameError(str(e)) from None
-        return _Item(r, meta, data, image, key, (time.perf_counter() - t0) * 1000)
-
-    def _detect(self, item: _Item, stored: Detections | None) -> FrameResult:
-        t0 = time.perf_counter()
         if stored is not None:
             dets = stored
             self.stats.reused += 1
         else:
             try:
-                dets = self.detector.detect(item.image)
+                dets = self.detector.detect(image)
             except Exception as e:  # a plugin bug on one frame must not kill the worker
-                log.exception("detector %s failed on frame %s", self.model, item.meta.frame_id)
+                log.exception("detector %s failed on frame %s", self.model, meta.frame_id)
                 raise FrameError(f"detector {self.model} failed: {type(e).__name__}: {e}") from None
-        latency = item.decode_ms + (time.perf_counter() - t0) * 1000
-        meta = item.meta
-        uri = meta.ref or self.lake.archive.put(item.key, item.data)
-        r = item.record
-        return FrameResult(
-            meta=meta,
-            nbytes=len(item.data),
-            sha256=hashlib.sha256(item.data).hexdigest(),
-            uri=uri,
-            topic=r.topic,
-            partition=r.partition,
-            offset=r.offset,
-            model=self.model,
-            model_version=self.model_version,
-            detections=dets,
-            latency_ms=latency,
-            processed_at=datetime.now(UTC),
-        )
+        del image
+        return _Result(r, meta, data, sha, key, dets, (time.perf_counter() - t0) * 1000)
+
+    def _persist(self, batch: _Batch) -> None:
+        """Archive objects first, then every catalog row of the batch in one transaction."""
+        rows: list[FrameResult] = []
+        for res in batch.results:
+            try:
+                uri = res.meta.ref or self.lake.archive.put(res.key, res.data)
+            except ArchiveConflict as e:
+                batch.dead.append((res.record, f"conflict: {e}"))
+                continue
+            r = res.record
+            rows.append(
+                FrameResult(
+                    meta=res.meta,
+                    nbytes=len(res.data),
+                    sha256=res.sha256,
+                    uri=uri,
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    model=self.model,
+                    model_version=self.model_version,
+                    detections=res.detections,
+                    latency_ms=res.latency_ms,
+                    processed_at=datetime.now(UTC),
+                )
+            )
+        self.lake.catalog.write_results(rows)
+        batch.rows = rows
+
+    def _publish(self, batch: _Batch, producer) -> None:
+        """Detection events and dead letters, flushed before anything is committed."""
+        det_topic, dead_topic = detections_topic(self.topic), dlq_topic(self.topic)
+        for row in batch.rows:
+            producer.send(det_topic, json.dumps(self._event(row)).encode(), key=row.meta.camera.encode())
+        for r, reason in batch.dead:
+            producer.send(dead_topic, r.value, key=r.key, headers=_dlq_headers(r, reason, self.model))
+            log.warning("dead-lettered %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)
+        producer.flush()
+
+    def _count(self, batch: _Batch) -> None:
+        st = self.stats
+        for row in batch.rows:
+            st.processed += 1
+            st.detections += len(row.detections)
+            st.per_camera[row.meta.camera] = st.per_camera.get(row.meta.camera, 0) + 1
+        for _r, reason in batch.dead:
+            st.dead_lettered += 1
+            kind = reason.split(":")[0]
+            st.dlq_reasons[kind] = st.dlq_reasons.get(kind, 0) + 1
 
     def _event(self, res: FrameResult) -> dict:
         return {
@@ -310,18 +365,6 @@ class Worker:
 
 def default_group(model: str, version: str) -> str:
     return f"{model}.{version}"
-
-
-def _after(r: Record, pivot: Record) -> bool:
-    return r.partition == pivot.partition and r.topic == pivot.topic and r.offset >= pivot.offset
-
-
-def _next_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
-    out: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        out[tp] = max(out.get(tp, 0), r.offset + 1)
-    return out
 
 
 def _dlq_headers(r: Record, reason: str, model: str) -> list[tuple[str, bytes]]:
