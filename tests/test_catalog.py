@@ -290,9 +290,9 @@ def filled(catalog):
 # --- schema -------------------------------------------------------------------------------------
 
 
-def test_schema_has_version_1_and_the_design_columns(catalog, store):
-    assert catalog.schema_version() == 1
-    assert store.rows("SELECT version FROM schema_version") == [(1,)]
+def test_schema_has_version_2_and_the_design_columns(catalog, store):
+    assert catalog.schema_version() == 2
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]
     for table, columns in DESIGN_COLUMNS.items():
         assert store.columns(table) == columns, table
     assert store.primary_key("frames") == ["frame_id"]
@@ -305,10 +305,10 @@ def test_reopening_keeps_data_and_does_not_migrate_again(catalog_url, store, fil
     catalog.close()
     for _ in range(3):
         again = open_catalog(catalog_url)
-        assert again.schema_version() == 1
+        assert again.schema_version() == 2
         assert again.frame(filled["a"][1].frame_id)["camera"] == "cam-a"
         again.close()
-    assert store.rows("SELECT count(*) FROM schema_version") == [(1,)]
+    assert store.rows("SELECT count(*) FROM schema_version") == [(2,)]
     assert store.snapshot() == before
 
 
@@ -712,13 +712,13 @@ def test_two_processes_writing_the_same_frames_leave_no_duplicates(catalog_url, 
         "AND d.model = r.model AND d.model_version = r.model_version"
     )
     assert store.rows(f"SELECT count(*) FROM results r WHERE n_detections != ({stored})") == [(0,)]
-    assert store.rows("SELECT count(*) FROM schema_version") == [(1,)]
+    assert store.rows("SELECT count(*) FROM schema_version") == [(2,)]
 
 
 def _open_at_once(url: str, barrier) -> None:
     barrier.wait(60)
     cat = open_catalog(url)
-    assert cat.schema_version() == 1
+    assert cat.schema_version() == 2
     cat.write_results([result(meta("cam", 0))])
     cat.close()
 
@@ -727,7 +727,7 @@ def test_processes_opening_a_fresh_catalog_at_once_migrate_it_once(catalog_url, 
     n = 2
     barrier = multiprocessing.get_context("spawn").Barrier(n)
     assert _run_children(_open_at_once, [(catalog_url, barrier)] * n) == [0] * n
-    assert store.rows("SELECT version FROM schema_version") == [(1,)]
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]
     assert store.rows("SELECT count(*) FROM frames") == [(1,)]
     for table, columns in DESIGN_COLUMNS.items():
         assert store.columns(table) == columns, table
@@ -1083,7 +1083,7 @@ def test_postgres_wrong_credentials_are_config_errors_naming_user_and_database(
         open_catalog(f"postgresql://nobody_here@{base}")
     cat = open_catalog(f"postgresql://{user}:right-pw@{base}")
     try:
-        assert cat.schema_version() == 1 and "right-pw" not in cat.url and "***" in cat.url
+        assert cat.schema_version() == 2 and "right-pw" not in cat.url and "***" in cat.url
     finally:
         cat.close()
 
@@ -1128,3 +1128,60 @@ def test_postgres_without_psycopg_names_the_extra(monkeypatch):
     with pytest.raises(MissingDependency) as e:
         open_catalog("postgresql://u@127.0.0.1:1/db")
     assert "visionlake[postgres]" in str(e.value)
+
+
+# --- reading the history back: frame hashes, frame order, replay cursors (schema version 2) -------
+
+
+def test_frame_hashes_name_the_stored_image(catalog, filled):
+    a0, b1 = filled["a"][0], filled["b"][1]
+    got = catalog.frame_hashes([a0.frame_id, b1.frame_id, "no-such-frame"])
+    assert got == {f.frame_id: hashlib.sha256(f.frame_id.encode()).hexdigest() for f in (a0, b1)}
+    assert catalog.frame_hashes([]) == {}
+
+
+def test_frames_after_walks_the_history_in_capture_order(catalog, filled):
+    # two frames at the same instant are ordered by frame id, so a cursor never skips one
+    twin = meta("cam-c", 7, filled["a"][1].captured_at)
+    catalog.write_results([result(twin)])
+    everything = sorted([*filled["a"], *filled["b"], twin], key=lambda m: (m.captured_at, m.frame_id))
+    seen, cursor = [], None
+    while page := catalog.frames_after(cursor, limit=2):
+        assert len(page) <= 2
+        seen.extend(page)
+        cursor = (page[-1].captured_at, page[-1].frame_id)
+    assert [f.frame_id for f in seen] == [m.frame_id for m in everything]
+    first = seen[0]
+    assert first.captured_at == T0 and first.captured_at.tzinfo is not None
+    assert (first.camera, first.seq, first.width, first.height) == ("cam-a", 0, 768, 576)
+    assert first.uri.endswith(f"{first.frame_id}.jpg")
+    window = catalog.frames_after(None, since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=10))
+    assert [f.frame_id for f in window] == [m.frame_id for m in everything[1:5]]
+
+
+def test_replay_cursors_are_kept_per_replay(catalog):
+    assert catalog.replay_cursor("replay.x.2") is None
+    catalog.set_replay_cursor("replay.x.2", (T0, "f1"))
+    catalog.set_replay_cursor("replay.x.2", (T0 + timedelta(hours=1), "f9"))
+    catalog.set_replay_cursor("replay.y.1", (T0, "f0"))
+    assert catalog.replay_cursor("replay.x.2") == (T0 + timedelta(hours=1), "f9")
+    catalog.set_replay_cursor("replay.x.2", None)
+    assert catalog.replay_cursor("replay.x.2") is None
+    assert catalog.replay_cursor("replay.y.1") == (T0, "f0")
+
+
+def test_a_version_1_catalog_is_upgraded_in_place(catalog_url, store, filled, catalog):
+    catalog.close()
+    store.execute("DROP TABLE replay_cursors")
+    store.execute("DELETE FROM schema_version WHERE version = 2")
+    data = "SELECT (SELECT count(*) FROM frames), (SELECT count(*) FROM results), (SELECT count(*) FROM detections)"
+    before = store.rows(data)
+    again = open_catalog(catalog_url)
+    try:
+        assert again.schema_version() == 2
+        again.set_replay_cursor("r", (T0, "f"))
+        assert again.replay_cursor("r") == (T0, "f")
+    finally:
+        again.close()
+    assert store.rows(data) == before == [(5, 7, 8)]
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]

@@ -1,8 +1,11 @@
-"""Replay: re-run a model version over the frames still on the log, under its own consumer group.
+"""Replay: re-run a model version over the history, under its own consumer group.
 
-The replay group starts where asked (earliest or a capture time) the first time, and resumes from its
-own commits after an interruption. Results carry the replayed model version, so they sit beside the
-older version's in the catalog and the two can be compared with SQL (`compare_versions`).
+Two sources. The log holds what retention has kept; the catalog and the archive hold every frame ever
+processed. `source="auto"` reads the log while it still has everything and the archive once retention
+has dropped records (or when the replay already started there). Either way the replay starts where
+asked (earliest or a capture time) the first time and resumes from its own commits (group offsets on
+the log, a replay cursor in the catalog) after an interruption. Results carry the replayed model
+version, so they sit beside the older version's and the two can be compared (`compare_versions`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ import sqlalchemy as sa
 
 from .catalog import schema as S
 from .detectors.base import Detector
+from .errors import InputError, UnknownTopic
 from .lake import FRAMES_TOPIC, Lake
 from .timeutil import parse_time
+from .workers.archive_reader import ArchiveReader
 from .workers.worker import Worker
+
+SOURCES = ("auto", "log", "archive")
 
 
 def replay_group(model: str, version: str) -> str:
@@ -29,18 +36,36 @@ def prepare_replay(
     end: str | None = None,
     topic: str = FRAMES_TOPIC,
     restart: bool = False,
+    source: str = "auto",
 ) -> Worker:
-    """A worker that replays `topic` from `start` to `end` (capture times) and then stops."""
+    """A worker that replays frames captured from `start` to `end` from `source`, then stops."""
+    if source not in SOURCES:
+        raise InputError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
     version = version or detector.model_version
     group = replay_group(detector.name, version)
-    until_ms = int(parse_time(end, "--to").timestamp() * 1000) if end else None
+    since = None if start == "earliest" else parse_time(start, "--from")
+    until = parse_time(end, "--to") if end else None
+    if source == "auto":
+        source = choose_source(lake, group, topic, restart)
+    if source == "archive":
+        reader = ArchiveReader(lake.catalog, group, since=since, until=until, restart=restart)
+        return Worker(
+            lake,
+            detector,
+            group=group,
+            topic=topic,
+            until_idle=True,
+            idle_timeout=0.2,
+            version=version,
+            source=reader,
+        )
     lg = lake.log
     lg.topic_config(topic)  # clear error for a missing topic
     if restart or not lg.group_offsets(group, topic):
-        if start == "earliest":
+        if since is None:
             offsets = {t.partition: t.start_offset for t in _partitions(lake, topic)}
         else:
-            offsets = lg.offsets_for_time(topic, int(parse_time(start, "--from").timestamp() * 1000))
+            offsets = lg.offsets_for_time(topic, int(since.timestamp() * 1000))
         lg.commit_group_offsets(group, topic, offsets)
     return Worker(
         lake,
@@ -49,9 +74,26 @@ def prepare_replay(
         topic=topic,
         until_idle=True,
         idle_timeout=2.0,
-        until_ms=until_ms,
+        until_ms=int(until.timestamp() * 1000) if until else None,
         version=version,
     )
+
+
+def choose_source(lake: Lake, group: str, topic: str, restart: bool = False) -> str:
+    """ "archive" once the log has dropped records by retention (or the replay began there), else "log"."""
+    if not restart:
+        if lake.catalog.replay_cursor(group) is not None:
+            return "archive"
+        try:
+            if lake.log.group_offsets(group, topic):
+                return "log"
+        except UnknownTopic:
+            return "archive"
+    try:
+        parts = _partitions(lake, topic)
+    except StopIteration:
+        return "archive"  # no such topic on the log: only the archive can have its frames
+    return "archive" if any(p.start_offset > 0 for p in parts) else "log"
 
 
 def _partitions(lake: Lake, topic: str):

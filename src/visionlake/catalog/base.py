@@ -52,6 +52,23 @@ class FrameResult:
 
 
 @dataclass(frozen=True)
+class StoredFrame:
+    """A frame as the catalog knows it: enough to read it back from the archive."""
+
+    frame_id: str
+    camera: str
+    seq: int
+    captured_at: datetime  # UTC
+    width: int
+    height: int
+    uri: str
+
+
+#: Position in the catalog's frame order, (captured_at, frame_id): where an archive replay resumes.
+Cursor = tuple[datetime, str]
+
+
+@dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
     rows: list[tuple]
@@ -90,6 +107,25 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def frame_hashes(self, frame_ids: Iterable[str]) -> dict[str, str]:
         """SHA-256 of the image stored under each of those frame ids that has a row."""
+
+    @abc.abstractmethod
+    def frames_after(
+        self,
+        cursor: Cursor | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[StoredFrame]:
+        """Frames in (captured_at, frame_id) order after `cursor`, within [since, until]."""
+
+    @abc.abstractmethod
+    def replay_cursor(self, name: str) -> Cursor | None:
+        """Where the archive replay `name` left off (None: it has not started)."""
+
+    @abc.abstractmethod
+    def set_replay_cursor(self, name: str, cursor: Cursor | None) -> None:
+        """Record (or, with None, forget) where the archive replay `name` is."""
 
     @abc.abstractmethod
     def query(self, sql: str, *, max_rows: int = 1000, timeout: float = 10.0) -> QueryResult:
@@ -282,6 +318,51 @@ class SqlCatalog(Catalog):
         f = S.frames.c
         with self.engine.connect() as conn:
             return dict(conn.execute(sa.select(f.frame_id, f.sha256).where(f.frame_id.in_(ids))).all())
+
+    def frames_after(
+        self,
+        cursor: Cursor | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[StoredFrame]:
+        f = S.frames.c
+        stmt = sa.select(f.frame_id, f.camera, f.seq, f.captured_at, f.width, f.height, f.uri)
+        if cursor is not None:
+            stmt = stmt.where(
+                sa.tuple_(f.captured_at, f.frame_id) > sa.tuple_(naive_utc(cursor[0]), cursor[1])
+            )
+        if since is not None:
+            stmt = stmt.where(f.captured_at >= naive_utc(since))
+        if until is not None:
+            stmt = stmt.where(f.captured_at <= naive_utc(until))
+        stmt = stmt.order_by(f.captured_at, f.frame_id).limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                StoredFrame(fid, cam, seq, ts.replace(tzinfo=UTC), w, h, uri)
+                for fid, cam, seq, ts, w, h, uri in conn.execute(stmt)
+            ]
+
+    def replay_cursor(self, name: str) -> Cursor | None:
+        c = S.replay_cursors.c
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(c.captured_at, c.frame_id).where(c.name == name)).first()
+        return (row[0].replace(tzinfo=UTC), row[1]) if row else None
+
+    def set_replay_cursor(self, name: str, cursor: Cursor | None) -> None:
+        t = S.replay_cursors
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.name == name))
+            if cursor is not None:
+                conn.execute(
+                    sa.insert(t).values(
+                        name=name,
+                        captured_at=naive_utc(cursor[0]),
+                        frame_id=cursor[1],
+                        updated_at=naive_utc(datetime.now(UTC)),
+                    )
+                )
 
     def search(self, flt: SearchFilter) -> QueryResult:
         f, r, d = S.frames.c, S.results.c, S.detections.c

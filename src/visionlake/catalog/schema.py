@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -85,6 +85,15 @@ detections = Table(
     Index("detections_label", "label"),
 )
 
+replay_cursors = Table(
+    "replay_cursors",
+    metadata,
+    Column("name", String(300), primary_key=True),  # the replay's group name
+    Column("captured_at", DateTime, nullable=False),  # last frame done, in (captured_at, frame_id) order
+    Column("frame_id", String(64), nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -92,12 +101,16 @@ schema_version = Table(
     Column("applied_at", DateTime, nullable=False),
 )
 
-USER_TABLES = ("frames", "models", "results", "detections")
+USER_TABLES = ("frames", "models", "results", "detections", "replay_cursors")
 
 
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _v2(conn: Connection) -> None:
+    replay_cursors.create(conn, checkfirst=True)
+
+
 #: version -> migration producing it from version - 1; append, never edit a released one.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}

@@ -30,8 +30,9 @@ from ..detectors.base import Detector
 from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError
 from ..frames import FrameMeta, check_dimensions, decode_image, iso, meta_from_record
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
-from ..log.base import OffsetReset
+from ..log.base import Consumer, OffsetReset
 from ..types import Detections, Record
+from .archive_reader import ArchiveReader
 from .checkpoint import Checkpoint
 
 log = logging.getLogger("visionlake.worker")
@@ -43,6 +44,7 @@ class WorkerStats:
     model: str
     model_version: str
     group: str
+    source: str = "log"  # where the frames came from: "log", or "archive" for a replay of the history
     processed: int = 0  # frames with a result written by this worker
     reused: int = 0  # of those, results found already stored (re-delivery after a crash or rebalance)
     dead_lettered: int = 0
@@ -109,6 +111,7 @@ class Worker:
         threads: int | None = None,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        source: Consumer | None = None,
     ) -> None:
         self.lake = lake
         self.detector = detector
@@ -127,8 +130,11 @@ class Worker:
         self.threads = threads  # OpenCV threads; 1 when several workers share the cores
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.source = source  # frames from elsewhere than the log (an ArchiveReader), else a group member
         self._stop = False
         self.stats = WorkerStats(self.name, self.model, self.model_version, self.group)
+        if source is not None:
+            self.stats.source = "archive" if isinstance(source, ArchiveReader) else type(source).__name__
 
     def stop(self, *_args: object) -> None:
         """Ask the worker to finish the frame in hand, commit and return (signal-handler safe)."""
@@ -141,7 +147,9 @@ class Worker:
         lake.log.ensure_topic(self.topic)
         self.max_bytes = lake.log.topic_config(self.topic).max_record_bytes
         lake.catalog.ensure_model(self.model, self.model_version, self.detector.params)
-        consumer = lake.log.consumer([self.topic], group=self.group, offset_reset=self.offset_reset)
+        consumer = self.source or lake.log.consumer(
+            [self.topic], group=self.group, offset_reset=self.offset_reset
+        )
         producer = lake.log.producer()
         self.checkpoint = Checkpoint(consumer)
         start = time.monotonic()
