@@ -2,8 +2,8 @@
 
     python bench/run.py [--quick] [--only NAME ...]
 
-NAME is one of: log, worker, scaling, latency, kafka, catalog, pack, extract, vocab, encode, accuracy
-(or the module names log_throughput, worker_throughput, kafka_throughput, catalog_writes, batch_pack,
+NAME is one of: log, worker, scaling, latency, replay, kafka, catalog, pack, extract, vocab, encode, accuracy
+(or the module names log_throughput, worker_throughput, replay_sources, kafka_throughput, catalog_writes, batch_pack,
 batch_extract, batch_vocab, batch_encode, batch_accuracy).
 `--quick` finishes in under 3 minutes on a 2-core machine; the full mode uses more frames and records.
 All data goes to one temporary directory, removed at the end. Progress goes to stderr.
@@ -29,6 +29,7 @@ BENCHMARKS = {
     "worker": "worker_throughput",
     "scaling": "scaling",
     "latency": "latency",
+    "replay": "replay_sources",
     "kafka": "kafka_throughput",
     "catalog": "catalog_writes",
     "pack": "batch_pack",
