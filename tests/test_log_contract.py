@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import resource
 import time
 
 import pytest
 
-from visionlake.errors import InputError, RecordTooLarge, UnknownTopic
+from visionlake.errors import (
+    InputError,
+    LogCorrupted,
+    LogError,
+    LogWriteFailed,
+    RecordTooLarge,
+    UnknownTopic,
+)
+from visionlake.log import sqlite as sqlite_log
 from visionlake.log.base import FrameLog, TopicConfig, partition_for
+from visionlake.log.sqlite import SqliteLog
 
 
 def produce(
@@ -59,6 +70,58 @@ def test_create_topic_and_describe(frame_log):
     with pytest.raises(InputError):
         frame_log.create_topic("frames", exist_ok=False)
     frame_log.create_topic("frames")  # exist_ok by default
+
+
+def test_alter_topic_changes_only_the_given_settings(frame_log):
+    frame_log.create_topic("t", TopicConfig(2, 60_000, 10_000_000, 2048))
+    produce(frame_log, "t", 3)
+    assert frame_log.alter_topic("t", retention_ms=3_600_000) == {"retention_ms": (60_000, 3_600_000)}
+    assert frame_log.topic_config("t") == TopicConfig(2, 3_600_000, 10_000_000, 2048)
+    assert frame_log.alter_topic("t", max_record_bytes=4096) == {"max_record_bytes": (2048, 4096)}
+    assert frame_log.alter_topic("t", retention_bytes=None) == {"retention_bytes": (10_000_000, None)}
+    assert frame_log.topic_config("t") == TopicConfig(2, 3_600_000, None, 4096)
+    assert frame_log.alter_topic("t", partitions=2, retention_ms=3_600_000) == {}  # already so
+    assert frame_log.alter_topic("t") == {}
+    assert frame_log.topic_config("t") == TopicConfig(2, 3_600_000, None, 4096)
+    with frame_log.producer() as p:  # a new producer applies the new limit
+        p.send("t", b"x" * 4096)
+        with pytest.raises(RecordTooLarge):
+            p.send("t", b"x" * 4097)
+    with frame_log.consumer(["t"]) as c:
+        assert len(drain(c, 4)) == 4
+
+
+def test_alter_topic_refuses_bad_values_and_fewer_partitions(frame_log):
+    frame_log.create_topic("t", TopicConfig(partitions=2, retention_ms=60_000))
+    with pytest.raises(UnknownTopic, match="nope"):
+        frame_log.alter_topic("nope", retention_ms=1000)
+    with pytest.raises(InputError, match="'t' has 2 partitions: the count can only grow, not shrink to 1"):
+        frame_log.alter_topic("t", partitions=1, retention_ms=1000)
+    for bad in ({"retention_ms": -1}, {"retention_bytes": -5}, {"max_record_bytes": 0}, {"partitions": 0}):
+        with pytest.raises(InputError, match="'t'"):
+            frame_log.alter_topic("t", **bad)
+    assert frame_log.topic_config("t") == TopicConfig(partitions=2, retention_ms=60_000)
+
+
+def test_alter_topic_more_partitions_is_done_or_refused_never_ignored(frame_log):
+    frame_log.create_topic("t", TopicConfig(partitions=2))
+    produce(frame_log, "t", 5)
+    if isinstance(frame_log, SqliteLog):
+        with pytest.raises(InputError, match="'t' has 2 partitions"):
+            frame_log.alter_topic("t", partitions=3, retention_ms=1000)
+        assert frame_log.topic_config("t") == TopicConfig(partitions=2)
+        return
+    try:
+        changes = frame_log.alter_topic("t", partitions=3, retention_ms=1000)
+    except LogError as e:
+        if "not supported" not in str(e):
+            raise
+        assert frame_log.topic_config("t") == TopicConfig(partitions=2)  # nothing changed half-way
+        pytest.skip(f"the broker cannot add partitions (tansu 0.6 has no CreatePartitions): {e}")
+    assert changes == {"partitions": (2, 3), "retention_ms": (None, 1000)}
+    assert frame_log.topic_config("t") == TopicConfig(partitions=3, retention_ms=1000)
+    with frame_log.consumer(["t"]) as c:
+        assert len(drain(c, 5)) == 5
 
 
 def test_bad_topic_names_and_unknown_topic(frame_log):
@@ -265,3 +328,111 @@ def test_standalone_consumer_cannot_commit(frame_log):
     produce(frame_log, "t", 1)
     with frame_log.consumer(["t"]) as c, pytest.raises(InputError):
         c.commit({("t", 0): 1})
+
+
+# --- the embedded log only: its files -----------------------------------------------------------
+
+
+def read_all(lg: FrameLog, topic: str, n: int) -> list:
+    with lg.consumer([topic]) as c:
+        return sorted(drain(c, n), key=lambda r: (r.partition, r.offset))
+
+
+def test_flush_past_the_file_size_limit_keeps_the_batch(tmp_path):
+    """Writes past RLIMIT_FSIZE fail with EFBIG (Python ignores SIGXFSZ), after a partial write."""
+    lg = SqliteLog(tmp_path / "log")
+    lg.create_topic("t", TopicConfig(partitions=1))
+    values = [bytes([i]) * 100_000 for i in range(15)]
+    p = lg.producer()
+    for v in values[:5]:
+        p.send("t", v)
+    assert [m.offset for m in p.flush()] == [0, 1, 2, 3, 4]
+    seg = lg.segment_path("t", 0, 0)
+    for v in values[5:10]:
+        p.send("t", v)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (seg.stat().st_size + 150_000, hard))
+    try:
+        with pytest.raises(LogWriteFailed, match="file too large") as failed:
+            p.flush()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(lg.root) in str(failed.value) and "5 queued records are kept" in str(failed.value)
+    assert seg.stat().st_size > 500_000  # the partial write: bytes no index row refers to
+    assert [m.offset for m in p.flush()] == [5, 6, 7, 8, 9]  # the retry writes the kept batch
+    for v in values[10:]:
+        p.send("t", v)
+    assert [m.offset for m in p.flush()] == [10, 11, 12, 13, 14]
+    assert p.flush() == []
+    p.close()
+    recs = read_all(lg, "t", 15)
+    assert [r.offset for r in recs] == list(range(15))
+    assert [r.value for r in recs] == values
+
+
+def test_flush_failing_after_the_bytes_are_written_keeps_the_batch(tmp_path, monkeypatch):
+    """Disk full after one partition's values are appended: the index is not committed, nothing is lost."""
+    lg = SqliteLog(tmp_path / "log")
+    lg.create_topic("t", TopicConfig(partitions=2))
+    p = lg.producer()
+    sent = [(part, f"{part}-{i}".encode() * 50) for i in range(4) for part in (0, 1)]
+    for part, v in sent:
+        p.send("t", v, partition=part)
+    real, calls = sqlite_log._write_all, []
+
+    def write_then_fail(fd, chunks):
+        real(fd, chunks)  # the bytes land in the segment...
+        calls.append(fd)
+        if len(calls) == 2:  # ...and the second partition's fail as if the disk filled up
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sqlite_log, "_write_all", write_then_fail)
+    with pytest.raises(LogWriteFailed, match="disk full") as failed:
+        p.flush()
+    assert str(lg.root) in str(failed.value)
+    assert [i.end_offset for i in lg.topics()[0].partitions] == [0, 0]
+    monkeypatch.setattr(sqlite_log, "_write_all", real)
+    md = p.flush()
+    assert [(m.partition, m.offset) for m in md] == [(part, i) for i in range(4) for part in (0, 1)]
+    p.close()
+    recs = read_all(lg, "t", 8)
+    assert [(r.partition, r.offset, r.value) for r in recs] == [
+        (part, i, f"{part}-{i}".encode() * 50) for part in (0, 1) for i in range(4)
+    ]
+
+
+def test_missing_segment_stops_the_reader_with_its_path(tmp_path):
+    lg = SqliteLog(tmp_path / "log", segment_bytes=500)
+    lg.create_topic("t", TopicConfig(partitions=1))
+    produce(lg, "t", 5, size=100)
+    produce(lg, "t", 5, size=100)  # a second segment, offsets 5-9
+    produce(lg, "t", 5, size=100)
+    gone = lg.segment_path("t", 0, 5)
+    gone.unlink()  # not retention: the index still lists offsets 5-9
+    with lg.consumer(["t"]) as c:
+        assert [r.offset for r in c.poll(5, timeout=1)] == [0, 1, 2, 3, 4]
+        with pytest.raises(LogCorrupted) as lost:
+            c.poll(100, timeout=1)
+    msg = str(lost.value)
+    assert str(gone) in msg and "t/0" in msg and "offsets 5-9" in msg and "past offset 9" in msg
+
+
+def test_segment_removed_by_retention_while_reading_resumes_at_start(tmp_path):
+    """Retention may remove a segment between the consumer's index query and its read."""
+    lg = SqliteLog(tmp_path / "log", segment_bytes=500)
+    lg.create_topic("t", TopicConfig(partitions=1, retention_bytes=1000))
+    for _ in range(6):
+        produce(lg, "t", 5, size=100)
+    with lg.consumer(["t"]) as c:
+        real = c._read_values
+
+        def retention_first(*args):
+            c._read_values = real
+            assert lg.enforce_retention() > 0
+            return real(*args)
+
+        c._read_values = retention_first
+        recs = drain(c, None)
+    start = lg.topics()[0].partitions[0].start_offset
+    assert start > 0
+    assert [r.offset for r in recs] == list(range(start, 30))

@@ -62,6 +62,22 @@ class CommitFailed(LogError):
     """Offsets could not be committed because the member lost its partitions in a rebalance."""
 
 
+class LogWriteFailed(LogError, BackendUnavailable):
+    """The log could not store a flushed batch (disk full, say); the producer keeps it for a retry.
+
+    A BackendUnavailable, so that workers retry once the operator has made room.
+    """
+
+    exit_code = 3
+
+
+class LogCorrupted(LogError):
+    """Stored data the index still lists is missing or short.
+
+    Not a BackendUnavailable: retrying cannot bring the bytes back, so the reader must stop and say so.
+    """
+
+
 # --- frames ----------------------------------------------------------------------------------
 
 

@@ -7,11 +7,12 @@ it and pass one contract test suite (tests/test_log_contract.py).
 from __future__ import annotations
 
 import abc
+import enum
 import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from ..errors import InputError, RecordTooLarge
 from ..types import Headers, Record, RecordMetadata
@@ -62,6 +63,63 @@ class TopicConfig:
     retention_ms: int | None = None
     retention_bytes: int | None = None  # per partition, as in Kafka
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+
+class Unchanged(enum.Enum):
+    """The type of `UNCHANGED`."""
+
+    UNCHANGED = "UNCHANGED"
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: An `alter_topic` argument that leaves the setting as it is (None already means "keep for ever").
+UNCHANGED: Final = Unchanged.UNCHANGED
+
+#: What `alter_topic` changed: {setting: (old, new)}, settings named as in TopicConfig.
+TopicChanges = dict[str, tuple[int | None, int | None]]
+
+
+def topic_changes(
+    name: str,
+    current: TopicConfig,
+    *,
+    partitions: int | Unchanged,
+    retention_ms: int | None | Unchanged,
+    retention_bytes: int | None | Unchanged,
+    max_record_bytes: int | Unchanged,
+) -> TopicChanges:
+    """The settings that differ from `current`, checked the same way by every backend.
+
+    A partition count can only grow: Kafka cannot remove partitions, and records in them would be lost.
+    """
+    asked = {
+        "partitions": partitions,
+        "retention_ms": retention_ms,
+        "retention_bytes": retention_bytes,
+        "max_record_bytes": max_record_bytes,
+    }
+    out: TopicChanges = {}
+    for setting, new in asked.items():
+        if new is UNCHANGED:
+            continue
+        if setting in ("partitions", "max_record_bytes"):
+            if isinstance(new, bool) or not isinstance(new, int) or new < 1:
+                raise InputError(f"topic {name!r}: {setting} must be an integer >= 1, got {new!r}")
+        elif new is not None and (isinstance(new, bool) or not isinstance(new, int) or new < 0):
+            raise InputError(
+                f"topic {name!r}: {setting} must be an integer >= 0 or None (keep for ever), got {new!r}"
+            )
+        old = getattr(current, setting)
+        if new != old:
+            out[setting] = (old, new)
+    if isinstance(partitions, int) and partitions < current.partitions:
+        raise InputError(
+            f"topic {name!r} has {current.partitions} partitions: the count can only grow, "
+            f"not shrink to {partitions}"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -200,6 +258,23 @@ class FrameLog(abc.ABC):
 
     @abc.abstractmethod
     def create_topic(self, name: str, config: TopicConfig | None = None, exist_ok: bool = True) -> None: ...
+
+    @abc.abstractmethod
+    def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | Unchanged = UNCHANGED,
+        retention_ms: int | None | Unchanged = UNCHANGED,
+        retention_bytes: int | None | Unchanged = UNCHANGED,
+        max_record_bytes: int | Unchanged = UNCHANGED,
+    ) -> TopicChanges:
+        """Change the given settings of an existing topic; the others stay as they are.
+
+        Returns what changed ({} when every given value was already set). The checks are those of
+        `topic_changes`; UnknownTopic when there is no such topic. Partitions can only grow, and
+        growing moves keys to other partitions, so a backend may refuse it (InputError).
+        """
 
     @abc.abstractmethod
     def topic_config(self, name: str) -> TopicConfig:

@@ -19,6 +19,7 @@ round-robin assignment from the sorted member list.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import marshal
@@ -29,12 +30,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from ..errors import BackendUnavailable, InputError, UnknownTopic
+from ..errors import BackendUnavailable, InputError, LogCorrupted, LogWriteFailed, UnknownTopic
 from ..types import Headers, Record, RecordMetadata
 from .base import (
+    UNCHANGED,
     Consumer,
     FrameLog,
     GroupInfo,
@@ -42,12 +44,15 @@ from .base import (
     OffsetReset,
     PartitionInfo,
     Producer,
+    TopicChanges,
     TopicConfig,
     TopicInfo,
+    Unchanged,
     check_offset_reset,
     check_record_size,
     check_topic_name,
     partition_for,
+    topic_changes,
 )
 
 log = logging.getLogger("visionlake.log")
@@ -187,14 +192,19 @@ class SqliteLog(FrameLog):
     @staticmethod
     @contextmanager
     def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """One write transaction; the SQLite write lock also serialises segment appends."""
+        """One write transaction; the SQLite write lock also serialises segment appends.
+
+        A failed COMMIT (disk full) is rolled back too, so that the connection can be used again.
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):  # keep the error that got us here
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def segment_path(self, topic: str, partition: int, base: int) -> Path:
         return self.root / "data" / topic / str(partition) / f"{base:020d}.seg"
@@ -238,19 +248,38 @@ class SqliteLog(FrameLog):
         self,
         name: str,
         *,
-        retention_ms: int | None = -1,
-        retention_bytes: int | None = -1,
-        max_record_bytes: int | None = None,
-    ) -> None:
-        """Change retention or record limit of a topic (-1 leaves a retention setting as it is)."""
-        tid = self._topic_row(self._conn, name)[0]
+        partitions: int | Unchanged = UNCHANGED,
+        retention_ms: int | None | Unchanged = UNCHANGED,
+        retention_bytes: int | None | Unchanged = UNCHANGED,
+        max_record_bytes: int | Unchanged = UNCHANGED,
+    ) -> TopicChanges:
+        """Change the given settings; more partitions are refused.
+
+        Running producers and group members keep the partition count they started with, so adding
+        partitions under them would split a camera's records over two partitions and make members
+        disagree on the assignment.
+        """
         with self.write(self._conn) as c:
-            if retention_ms != -1:
-                c.execute("UPDATE topics SET retention_ms=? WHERE id=?", (retention_ms, tid))
-            if retention_bytes != -1:
-                c.execute("UPDATE topics SET retention_bytes=? WHERE id=?", (retention_bytes, tid))
-            if max_record_bytes is not None:
-                c.execute("UPDATE topics SET max_record_bytes=? WHERE id=?", (max_record_bytes, tid))
+            tid, n, rms, rbytes, maxb = self._topic_row(c, name)
+            changes = topic_changes(
+                name,
+                TopicConfig(n, rms, rbytes, maxb),
+                partitions=partitions,
+                retention_ms=retention_ms,
+                retention_bytes=retention_bytes,
+                max_record_bytes=max_record_bytes,
+            )
+            if "partitions" in changes:
+                raise InputError(
+                    f"topic {name!r} has {n} partitions and the embedded log cannot add more to an existing"
+                    f" topic (running producers and consumers keep the count they started with): create a"
+                    f" new topic with {changes['partitions'][1]} partitions and replay into it"
+                )
+            for setting, (_old, new) in changes.items():  # setting: a TopicConfig field, not user text
+                c.execute(f"UPDATE topics SET {setting}=? WHERE id=?", (new, tid))
+        if changes:
+            log.info("topic %s: changed %s", name, changes)
+        return changes
 
     def _topic_row(self, conn: sqlite3.Connection, name: str) -> tuple:
         row = conn.execute(
@@ -438,7 +467,8 @@ class SqliteProducer(Producer):
         self._rr = 0
         self._fds: dict[tuple[int, int, int], int] = {}
         self._last_retention = time.monotonic()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending
+        self._flush_lock = threading.Lock()  # one flush at a time: each writes the head of _pending
 
     def _topic(self, name: str) -> tuple[int, int, int]:
         info = self._topics.get(name)
@@ -484,10 +514,45 @@ class SqliteProducer(Producer):
         return fd
 
     def flush(self, timeout: float = 30.0) -> list[RecordMetadata]:
-        with self._lock:
-            batch, self._pending, self._pending_bytes = self._pending, [], 0
-        if not batch:
-            return []
+        """Write the queued records; they leave the queue only once indexed, so a failed flush
+        (LogWriteFailed) loses nothing. Bytes a failed write left at a segment's end are never indexed:
+        the retry appends after them, as positions come from the file size.
+        """
+        with self._flush_lock:
+            with self._lock:
+                batch = list(self._pending)
+            if not batch:
+                return []
+            try:
+                out = self._write(batch)
+            except (OSError, sqlite3.Error) as e:
+                raise self._write_failed(e, len(batch)) from e
+            with self._lock:
+                del self._pending[: len(batch)]
+                self._pending_bytes -= sum(len(r[2]) for r in batch)
+        if time.monotonic() - self._last_retention > self.log.retention_check_interval:
+            self._last_retention = time.monotonic()
+            self.log.enforce_retention()
+        return out
+
+    def _write_failed(self, e: OSError | sqlite3.Error, n: int) -> LogWriteFailed:
+        if isinstance(e, OSError):
+            why = {
+                errno.ENOSPC: "disk full",
+                errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file too large (file system or process file size limit)",
+            }.get(e.errno or 0, "write error")
+            detail = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        else:
+            full = getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            why, detail = ("disk full" if full else "index write error"), f"{self.log.root / 'log.db'}: {e}"
+        return LogWriteFailed(
+            f"cannot write to the frame log at {self.log.root}: {why} ({detail}); "
+            f"the {n} queued records are kept: flush again once that is fixed"
+        )
+
+    def _write(self, batch: list[tuple[str, int, bytes, bytes | None, bytes, int]]) -> list[RecordMetadata]:
+        """Append each partition's values, then index them all in one transaction."""
         by_part: dict[tuple[str, int], list[int]] = {}
         for i, (topic, p, *_rest) in enumerate(batch):
             by_part.setdefault((topic, p), []).append(i)
@@ -535,9 +600,6 @@ class SqliteProducer(Producer):
                     " WHERE tid=? AND partition=? AND base_offset=?",
                     (nbytes, max_ts, tid, p, active),
                 )
-        if time.monotonic() - self._last_retention > self.log.retention_check_interval:
-            self._last_retention = time.monotonic()
-            self.log.enforce_retention()
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -546,6 +608,14 @@ class SqliteProducer(Producer):
             os.close(fd)
         self._fds.clear()
         self.conn.close()
+
+
+class _SegmentMissing(Exception):
+    """A segment file the index refers to could not be opened."""
+
+    def __init__(self, segment: int, offset: int, path: Path) -> None:
+        super().__init__(f"segment file {path} is missing (offset {offset})")
+        self.segment, self.offset, self.path = segment, offset, path
 
 
 class SqliteConsumer(Consumer):
@@ -697,18 +767,42 @@ class SqliteConsumer(Consumer):
         return start if self.offset_reset == "earliest" else end
 
     def _read_values(self, topic: str, p: int, rows: list[tuple]) -> list[bytes]:
-        """Values of index rows: one pread each into a fresh bytes object (no second copy)."""
+        """Values of index rows: one pread each into a fresh bytes object (no second copy).
+
+        Raises _SegmentMissing for a segment file that is not there (retention may just have removed it).
+        """
         values = []
         for row in rows:
             key = (topic, p, row[3])
             fd = self._files.get(key)
             if fd is None:
-                fd = self._files[key] = os.open(self.log.segment_path(topic, p, row[3]), os.O_RDONLY)
+                path = self.log.segment_path(topic, p, row[3])
+                try:
+                    fd = self._files[key] = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise _SegmentMissing(row[3], row[0], path) from None
             data = os.pread(fd, row[5], row[4])
             if len(data) != row[5]:
-                raise OSError(f"short read in segment {row[3]} of {topic}/{p}")
+                raise self._corrupted(
+                    topic, p, row[3], f"ends before offset {row[0]} ({row[5]} bytes at position {row[4]})"
+                )
             values.append(data)
         return values
+
+    def _corrupted(self, topic: str, p: int, segment: int, what: str) -> LogCorrupted:
+        """The error for a segment file the index still lists but that is missing or short."""
+        tid = self._topics[topic][0]
+        first, last = self.conn.execute(
+            "SELECT min(offset), max(offset) FROM records WHERE tid=? AND partition=? AND segment=?",
+            (tid, p, segment),
+        ).fetchone()
+        path = self.log.segment_path(topic, p, segment)
+        return LogCorrupted(
+            f"frame log {self.log.root}: segment file {path} of {topic}/{p} {what}, but the index still"
+            f" lists offsets {first}-{last} in it (retention did not remove it). Restore the file from a"
+            f" backup; to give those records up instead, move the consumer group past offset {last}"
+            f" (FrameLog.commit_group_offsets)"
+        )
 
     def poll(self, max_records: int = 100, timeout: float = 1.0) -> list[Record]:
         deadline = time.monotonic() + timeout
@@ -745,8 +839,10 @@ class SqliteConsumer(Consumer):
                     log.warning("%s/%d: offset %d is past retention; resuming at %d", t, p, pos, start)
             try:
                 values = self._read_values(t, p, rows)
-            except FileNotFoundError:  # segment removed by retention between query and read
-                continue
+            except _SegmentMissing as e:
+                if e.offset < self._bounds(t, p)[0]:  # retention removed it after the query: resume
+                    continue  # at the new start next round
+                raise self._corrupted(t, p, e.segment, "is missing") from None
             for (offset, ts, key, _seg, _pos, _len, hdr), value in zip(rows, values, strict=True):
                 out.append(Record(t, p, offset, ts, key, value, decode_headers(hdr)))
             if rows:

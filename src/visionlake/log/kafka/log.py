@@ -10,6 +10,8 @@
 * Retention: ``retention.ms`` / ``retention.bytes`` topic configs (None is -1, keep for ever). Brokers
   apply them on their own schedule, whole segments at a time, so `enforce_retention` does nothing and
   returns 0. tansu 0.6 (the broker the test suite runs) applies no retention at all.
+* Topic changes: `alter_topic` uses IncrementalAlterConfigs, and CreatePartitions to add partitions
+  (tansu 0.6 has no CreatePartitions: LogError "not supported", and nothing is changed).
 * Sizes: Kafka reports partition sizes only through DescribeLogDirs, which the Python client lacks,
   so `PartitionInfo.bytes` is 0.
 * Lag: `groups()` lists the groups of the namespace (plus those of this process's own consumers),
@@ -30,15 +32,19 @@ from ...errors import BackendUnavailable, ConfigError, InputError, LogError, Unk
 from ..base import (
     DEFAULT_MAX_RECORD_BYTES,
     TOPIC_NAME,
+    UNCHANGED,
     FrameLog,
     GroupInfo,
     GroupPartition,
     OffsetReset,
     PartitionInfo,
+    TopicChanges,
     TopicConfig,
     TopicInfo,
+    Unchanged,
     check_offset_reset,
     check_topic_name,
+    topic_changes,
 )
 from .consumer import KafkaConsumer
 from .errors import check_partition, first_error, import_kafka, message, to_error
@@ -298,33 +304,68 @@ class KafkaLog(FrameLog):
         self,
         name: str,
         *,
-        retention_ms: int | None = -1,
-        retention_bytes: int | None = -1,
-        max_record_bytes: int | None = None,
-    ) -> None:
-        """Change retention or record limit of a topic (-1 leaves a retention setting as it is)."""
-        self._partition_count(name)
-        admin = self._ck.admin
-        values = {}
-        if retention_ms != -1:
-            values["retention.ms"] = _retention(retention_ms)
-        if retention_bytes != -1:
-            values["retention.bytes"] = _retention(retention_bytes)
-        if max_record_bytes is not None:
-            values["max.message.bytes"] = _max_message(max_record_bytes)
-        if not values:
-            return
-        entries = [
-            admin.ConfigEntry(k, v, incremental_operation=admin.AlterConfigOpType.SET)
-            for k, v in values.items()
-        ]
-        resource = admin.ConfigResource(
-            admin.ResourceType.TOPIC, self._full(name), incremental_configs=entries
+        partitions: int | Unchanged = UNCHANGED,
+        retention_ms: int | None | Unchanged = UNCHANGED,
+        retention_bytes: int | None | Unchanged = UNCHANGED,
+        max_record_bytes: int | Unchanged = UNCHANGED,
+    ) -> TopicChanges:
+        """Change the given settings (IncrementalAlterConfigs, CreatePartitions); see FrameLog.alter_topic.
+
+        Partitions are added first: it is the step brokers refuse most, and then nothing has changed.
+        """
+        changes = topic_changes(
+            name,
+            self.topic_config(name),
+            partitions=partitions,
+            retention_ms=retention_ms,
+            retention_bytes=retention_bytes,
+            max_record_bytes=max_record_bytes,
         )
-        for future in self._admin.incremental_alter_configs(
-            [resource], request_timeout=self.request_timeout
-        ).values():
-            self._result(future, f"changing the settings of topic {name!r}")
+        if "partitions" in changes:
+            self._add_partitions(name, *changes["partitions"])  # type: ignore[arg-type]
+        values = {}
+        if "retention_ms" in changes:
+            values["retention.ms"] = _retention(changes["retention_ms"][1])
+        if "retention_bytes" in changes:
+            values["retention.bytes"] = _retention(changes["retention_bytes"][1])
+        if "max_record_bytes" in changes:
+            values["max.message.bytes"] = _max_message(changes["max_record_bytes"][1])  # type: ignore[arg-type]
+        if values:
+            admin = self._ck.admin
+            entries = [
+                admin.ConfigEntry(k, v, incremental_operation=admin.AlterConfigOpType.SET)
+                for k, v in values.items()
+            ]
+            resource = admin.ConfigResource(
+                admin.ResourceType.TOPIC, self._full(name), incremental_configs=entries
+            )
+            for future in self._admin.incremental_alter_configs(
+                [resource], request_timeout=self.request_timeout
+            ).values():
+                self._result(future, f"changing the settings of topic {name!r}")
+        if changes:
+            log.info("topic %s on %s: changed %s", self._full(name), self.url, changes)
+        return changes
+
+    def _add_partitions(self, name: str, old: int, new: int) -> None:
+        full = self._full(name)
+        future = self._admin.create_partitions(
+            [self._ck.admin.NewPartitions(full, new)],
+            request_timeout=self.request_timeout,
+            operation_timeout=self.request_timeout,
+        )[full]
+        self._result(future, f"adding partitions to topic {name!r} ({old} -> {new})")
+        deadline = time.monotonic() + self.request_timeout
+        while time.monotonic() < deadline and self._partition_count(name) < new:
+            time.sleep(0.05)  # metadata reaches every broker shortly after
+        log.warning(
+            "topic %s on %s now has %d partitions instead of %d: keyed records (cameras) map to other"
+            " partitions from now on, so a key's new records may be read before its older ones",
+            full,
+            self.url,
+            new,
+            old,
+        )
 
     def topics(self) -> list[TopicInfo]:
         md = self._metadata()
