@@ -37,7 +37,8 @@ def versions(lake: Lake) -> list[tuple]:
 def trimmed(lake) -> Lake:
     """A lake whose log has dropped its oldest frames by retention, all of them processed once."""
     lake.log.segment_bytes = 40_000  # a few frames a segment, so retention can drop whole segments
-    publish(lake, "lobby", N)
+    for i in range(N):  # one flush a frame: a segment rolls at the first flush past its size
+        publish(lake, "lobby", 1, skip=i)
     assert Worker(lake, load_detector("haar-face"), until_idle=True, idle_timeout=0.3).run().processed == N
     lake.log.alter_topic("frames", retention_bytes=1)
     assert lake.log.enforce_retention() > 0

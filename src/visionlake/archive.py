@@ -263,9 +263,12 @@ class Archive:
 
     # -- keys and URIs ---------------------------------------------------------------------------
 
-    def key(self, camera: str, captured_at: datetime, frame_id: str) -> str:
+    def key(self, camera: str, captured_at: datetime, frame_id: str, ext: str = "jpg") -> str:
+        """`<camera>/<yyyy>/<mm>/<dd>/<frame id>.<ext>`; the extension names the image's real format."""
+        if ext not in ("jpg", "png"):
+            raise ArchiveError(f"unsupported image extension {ext!r}: frames are stored as jpg or png")
         t = utc(captured_at)
-        return f"{escape_segment(camera)}/{t:%Y}/{t:%m}/{t:%d}/{check_frame_id(frame_id)}.jpg"
+        return f"{escape_segment(camera)}/{t:%Y}/{t:%m}/{t:%d}/{check_frame_id(frame_id)}.{ext}"
 
     def uri(self, key: str) -> str:
         """Where a key lives: a plain path for local archives, a full URL (s3://...) otherwise."""

@@ -25,6 +25,7 @@ CONTENT_TYPE = "image/jpeg"
 MAX_SIDE = 16384
 MAX_PIXELS = 100_000_000
 MAX_CAMERA_ID = 128
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) read from a JPEG SOF or PNG IHDR header without decoding, else None."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    if data[:8] == PNG_MAGIC and len(data) >= 24:
         w, h = struct.unpack(">II", data[16:24])
         return w, h
     if data[:2] != b"\xff\xd8":
@@ -164,13 +165,58 @@ def check_dimensions(width: int, height: int, what: str) -> None:
         )
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode image bytes to a BGR array, refusing empty, bomb-sized or undecodable input."""
+def image_format(data: bytes) -> str | None:
+    """ "jpeg" or "png" from the first bytes, else None (the two formats a frame may have)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == PNG_MAGIC:
+        return "png"
+    return None
+
+
+def min_encoded_bytes(fmt: str, width: int, height: int) -> int:
+    """Fewer bytes than this cannot hold a `width` x `height` image: what is missing would decode as grey.
+
+    JPEG: every 8x8 block costs at least a few bits (a flat grey image measured 3 bits per block,
+    progressive, and 8 baseline); the floor is a quarter of a bit. PNG: deflate shrinks at most about
+    1032:1 and the smallest raw image is one bit per pixel plus a filter byte per row; the floor
+    is half of that.
+    """
+    if fmt == "jpeg":
+        return ((width + 7) // 8) * ((height + 7) // 8) // 32
+    return height * (width // 8 + 1) // 2064
+
+
+def check_density(data: bytes, width: int, height: int) -> None:
+    """Refuse a decompression bomb by the byte: a tiny file whose header claims a huge image."""
+    fmt = image_format(data)
+    if fmt is None:
+        return
+    need = min_encoded_bytes(fmt, width, height)
+    if len(data) < need:
+        raise FrameError(
+            f"image data far too short for its size: {len(data)} bytes cannot hold a {width}x{height} "
+            f"{fmt.upper()} (at least {need} bytes); refused as corrupt"
+        )
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to a BGR array, refusing empty, bomb-sized or undecodable input.
+
+    Dimensions are read from the header and checked before any pixel is decoded: against the
+    absolute limits, against `max_pixels` (a caller's memory budget) and against the data's size.
+    """
     if not data:
         raise FrameError("empty record: no image bytes")
     size = image_size(data)
     if size is not None:
         check_dimensions(size[0], size[1], "image header")
+        check_density(data, *size)
+        if size[0] * size[1] > max_pixels:
+            raise FrameError(
+                f"image of {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds this worker's budget of "
+                f"{max_pixels} pixels a frame"
+            )
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         kind = "JPEG" if data[:2] == b"\xff\xd8" else "image"
@@ -180,34 +226,97 @@ def decode_image(data: bytes) -> np.ndarray:
     return image
 
 
-def _int_header(record: Record, name: str) -> int | None:
-    raw = record.header(name)
+#: What a worker accepts from a record before any side effect (poison records go to the dead letters).
+MAX_HEADER_BYTES = 4096  # any one vl-* header value (a vl-ref URI is the longest legitimate one)
+MAX_FRAME_ID = 64  # the catalog's frames.frame_id column
+FRAME_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+INT64 = (-(2**63), 2**63 - 1)  # the catalog's BIGINT
+#: Capture times the catalog and every clock library can hold.
+MIN_TIME, MAX_TIME = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def _text_header(record: Record, name: str) -> str | None:
+    """The last value of a header as text; refuses invalid UTF-8, control characters and huge values."""
+    raw = next((v for k, v in reversed(record.headers) if k == name), None)
     if raw is None:
         return None
+    if len(raw) > MAX_HEADER_BYTES:
+        raise FrameError(f"header {name} is {len(raw)} bytes long, the limit is {MAX_HEADER_BYTES}")
     try:
-        return int(raw)
-    except ValueError:
-        raise FrameError(f"header {name}={raw!r} is not an integer") from None
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(f"header {name} is not valid UTF-8: {bytes(raw[:40])!r}") from None
+    if not text.isprintable():
+        raise FrameError(f"header {name}={text[:40]!r} holds control characters")
+    return text
+
+
+def _int_header(record: Record, name: str, lo: int = INT64[0], hi: int = INT64[1]) -> int | None:
+    raw = _text_header(record, name)
+    if raw is None:
+        return None
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise FrameError(f"header {name}={raw[:40]!r} is not an integer")
+    if len(digits) > 19 or not lo <= int(raw) <= hi:
+        raise FrameError(f"header {name}={raw[:40]} is out of range ({lo} to {hi})")
+    value = int(raw)
+    return value
+
+
+def _capture_time(record: Record) -> datetime:
+    text = _text_header(record, "vl-ts")
+    try:
+        ts = parse_iso(text) if text else datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        what = f"header vl-ts={text[:40]!r}" if text else f"record timestamp {record.timestamp_ms}"
+        raise FrameError(f"{what} is not a usable time (ISO 8601, years 1970-9999)") from None
+    if not MIN_TIME <= ts <= MAX_TIME:
+        raise FrameError(f"capture time {iso(ts)} is outside years 1970-9999")
+    return ts
+
+
+def _camera(record: Record) -> str:
+    camera = _text_header(record, "vl-camera")
+    if camera is None:
+        key = record.key
+        if not key:
+            return "unknown"
+        if len(key) > MAX_CAMERA_ID * 4:  # 4 bytes per character at most in UTF-8
+            raise FrameError(f"record key of {len(key)} bytes is too long for a camera id")
+        try:
+            camera = bytes(key).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FrameError(f"record key is not valid UTF-8: {bytes(key[:40])!r}") from None
+    try:
+        return check_camera_id(camera)
+    except InputError as e:
+        raise FrameError(str(e)) from None
 
 
 def meta_from_record(record: Record) -> FrameMeta:
-    """Frame metadata from a record's headers, with fallbacks for records from plain producers."""
-    camera = record.header("vl-camera")
-    if camera is None:
-        camera = record.key.decode("utf-8", "replace") if record.key else "unknown"
+    """Frame metadata from a record's headers, with fallbacks for records from plain producers.
+
+    Every field is checked here, before the worker does anything with the record: a value the
+    catalog, the archive or the detection event could not hold makes the record a dead letter
+    instead of jamming the group.
+    """
+    camera = _camera(record)
     seq = _int_header(record, "vl-seq")
     seq = record.offset if seq is None else seq
-    ts_text = record.header("vl-ts")
-    try:
-        captured = parse_iso(ts_text) if ts_text else datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
-    except ValueError:
-        raise FrameError(f"header vl-ts={ts_text!r} is not an ISO 8601 time") from None
+    captured = _capture_time(record)
     width, height = _int_header(record, "vl-width"), _int_header(record, "vl-height")
     if width is not None or height is not None:
         check_dimensions(width or 0, height or 0, "record header")
-    ref = record.header("vl-ref")
+    ref = _text_header(record, "vl-ref")
     if width is None or height is None:
         size = image_size(record.value) if record.value else None
         width, height = size if size else (0, 0)
-    frame_id = record.header("vl-frame-id") or make_frame_id(camera, seq, captured)
+    frame_id = _text_header(record, "vl-frame-id")
+    if frame_id is None:
+        frame_id = make_frame_id(camera, seq, captured)
+    elif not frame_id or len(frame_id) > MAX_FRAME_ID or not set(frame_id) <= FRAME_ID_CHARS:
+        raise FrameError(
+            f"header vl-frame-id={frame_id[:40]!r} is not a frame id (1-{MAX_FRAME_ID} of A-Z a-z 0-9 _ -)"
+        )
     return FrameMeta(frame_id, camera, seq, captured, width, height, ref)

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS groups(name TEXT PRIMARY KEY, generation INT NOT NULL
 CREATE TABLE IF NOT EXISTS members(
   grp TEXT, member TEXT, topics TEXT NOT NULL, host TEXT, pid INT, heartbeat REAL NOT NULL,
   joined REAL NOT NULL, PRIMARY KEY(grp, member));
+CREATE TABLE IF NOT EXISTS group_topics(grp TEXT, tid INT, PRIMARY KEY(grp, tid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offsets(
   grp TEXT, tid INT, partition INT, offset INT NOT NULL, committed_at REAL NOT NULL,
   PRIMARY KEY(grp, tid, partition));
@@ -325,7 +326,10 @@ class SqliteLog(FrameLog):
                 (tid, p): o
                 for tid, p, o in c.execute("SELECT tid, partition, offset FROM offsets WHERE grp=?", (g,))
             }
-            tids = {tid for tid, _ in committed}
+            # every topic the group ever read: a partition never committed still shows its lag
+            tids = {tid for tid, _ in committed} | {
+                r[0] for r in c.execute("SELECT tid FROM group_topics WHERE grp=?", (g,))
+            }
             rows = c.execute("SELECT id, name, partitions FROM topics ORDER BY name").fetchall()
             parts: list[GroupPartition] = []
             for tid, name, n in rows:
@@ -373,7 +377,12 @@ class SqliteLog(FrameLog):
 
     def delete_group(self, group: str) -> None:
         with self.write(self._conn) as c:
-            for table, col in (("offsets", "grp"), ("members", "grp"), ("groups", "name")):
+            for table, col in (
+                ("offsets", "grp"),
+                ("members", "grp"),
+                ("group_topics", "grp"),
+                ("groups", "name"),
+            ):
                 c.execute(f"DELETE FROM {table} WHERE {col}=?", (group,))
 
     # -- clients -----------------------------------------------------------------------------
@@ -661,6 +670,10 @@ class SqliteConsumer(Consumer):
         now = time.time()
         with SqliteLog.write(self.conn) as c:
             c.execute("INSERT OR IGNORE INTO groups VALUES(?, 0)", (self.group,))
+            c.executemany(
+                "INSERT OR IGNORE INTO group_topics VALUES(?,?)",
+                [(self.group, tid) for tid, _ in self._topics.values()],
+            )
             c.execute(
                 "INSERT OR REPLACE INTO members VALUES(?,?,?,?,?,?,?)",
                 (self.group, self.member_id, json.dumps(sorted(self._topics)), HOST, os.getpid(), now, now),

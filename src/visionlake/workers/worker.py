@@ -28,7 +28,7 @@ import cv2
 from ..catalog import FrameResult
 from ..detectors.base import Detector
 from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError
-from ..frames import FrameMeta, check_dimensions, decode_image, iso, meta_from_record
+from ..frames import FrameMeta, check_dimensions, decode_image, image_format, iso, meta_from_record
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
 from ..log.base import Consumer, OffsetReset
 from ..types import Detections, Record
@@ -36,6 +36,10 @@ from .archive_reader import ArchiveReader
 from .checkpoint import Checkpoint
 
 log = logging.getLogger("visionlake.worker")
+
+#: Pixels a worker decodes at most per frame unless told otherwise (8K video is 33 MP).
+DEFAULT_MAX_PIXELS = 40_000_000
+ARCHIVE_EXT = {"jpeg": "jpg", "png": "png", None: "jpg"}
 
 
 @dataclass
@@ -74,7 +78,8 @@ class _Result:
 
     record: Record
     meta: FrameMeta
-    data: bytes
+    data: bytes  # what the archive gets; empty for a claim-checked frame (already archived)
+    nbytes: int
     sha256: str
     key: str  # archive key, checked before detection
     detections: Detections
@@ -112,6 +117,7 @@ class Worker:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         source: Consumer | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.lake = lake
         self.detector = detector
@@ -130,6 +136,7 @@ class Worker:
         self.threads = threads  # OpenCV threads; 1 when several workers share the cores
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.max_pixels = max_pixels  # per frame: the decoded image's memory is 3 bytes a pixel
         self.source = source  # frames from elsewhere than the log (an ArchiveReader), else a group member
         self._stop = False
         self.stats = WorkerStats(self.name, self.model, self.model_version, self.group)
@@ -146,6 +153,8 @@ class Worker:
         lake = self.lake
         lake.log.ensure_topic(self.topic)
         self.max_bytes = lake.log.topic_config(self.topic).max_record_bytes
+        lake.log.ensure_topic(detections_topic(self.topic))
+        self.event_limit = lake.log.topic_config(detections_topic(self.topic)).max_record_bytes
         lake.catalog.ensure_model(self.model, self.model_version, self.detector.params)
         consumer = self.source or lake.log.consumer(
             [self.topic], group=self.group, offset_reset=self.offset_reset
@@ -282,7 +291,10 @@ class Worker:
                 f"other content (sha256 {known[:12]}, this one {sha[:12]}); a frame id names one image. "
                 "To keep both, ingest the source again under another camera name"
             )
-        image = decode_image(data)
+        fmt = image_format(data)
+        if data and fmt is None:
+            raise FrameError(f"undecodable image: not JPEG or PNG (first bytes {data[:8].hex()})")
+        image = decode_image(data, self.max_pixels)
         h, w = image.shape[:2]
         if (meta.width, meta.height) == (0, 0):
             meta = FrameMeta(meta.frame_id, meta.camera, meta.seq, meta.captured_at, w, h, meta.ref)
@@ -290,7 +302,7 @@ class Worker:
             raise FrameError(f"header says {meta.width}x{meta.height} but the image is {w}x{h}")
         check_dimensions(w, h, "decoded image")
         try:
-            key = self.lake.archive.key(meta.camera, meta.captured_at, meta.frame_id)
+            key = self.lake.archive.key(meta.camera, meta.captured_at, meta.frame_id, ext=ARCHIVE_EXT[fmt])
         except ArchiveError as e:
             raise FrameError(str(e)) from None
         if stored is not None:
@@ -303,7 +315,8 @@ class Worker:
                 log.exception("detector %s failed on frame %s", self.model, meta.frame_id)
                 raise FrameError(f"detector {self.model} failed: {type(e).__name__}: {e}") from None
         del image
-        return _Result(r, meta, data, sha, key, dets, (time.perf_counter() - t0) * 1000)
+        kept = b"" if meta.ref else data  # a claim-checked image is archived already: hold no copy
+        return _Result(r, meta, kept, len(data), sha, key, dets, (time.perf_counter() - t0) * 1000)
 
     def _persist(self, batch: _Batch) -> None:
         """Archive objects first, then every catalog row of the batch in one transaction."""
@@ -318,7 +331,7 @@ class Worker:
             rows.append(
                 FrameResult(
                     meta=res.meta,
-                    nbytes=len(res.data),
+                    nbytes=res.nbytes,
                     sha256=res.sha256,
                     uri=uri,
                     topic=r.topic,
@@ -338,7 +351,13 @@ class Worker:
         """Detection events and dead letters, flushed before anything is committed."""
         det_topic, dead_topic = detections_topic(self.topic), dlq_topic(self.topic)
         for row in batch.rows:
-            producer.send(det_topic, json.dumps(self._event(row)).encode(), key=row.meta.camera.encode())
+            event = self._event(row)
+            value = json.dumps(event).encode()
+            if len(value) > self.event_limit:  # the catalog has every box; the event says how many
+                event["detections"] = []
+                event["detections_omitted"] = len(row.detections)
+                value = json.dumps(event).encode()
+            producer.send(det_topic, value, key=row.meta.camera.encode())
         for r, reason in batch.dead:
             producer.send(dead_topic, r.value, key=r.key, headers=_dlq_headers(r, reason, self.model))
             log.warning("dead-lettered %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)
