@@ -200,6 +200,41 @@ def test_log_produce_reads_every_file_before_sending(tmp_path, lake):
     assert records(tmp_path, lake) == {"frames": 1}  # a.jpg was not sent either
 
 
+def test_log_create_changes_only_the_given_settings(tmp_path, lake):
+    def settings() -> tuple:
+        proc = run(tmp_path, lake, "log", "topics", "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        rows = [r for r in json.loads(proc.stdout) if r["topic"] == "t"]
+        return len(rows), rows[0]["retention_ms"], rows[0]["retention_bytes"], rows[0]["max_record_bytes"]
+
+    args = "--partitions 2 --retention 7d --retention-bytes 10MiB --max-record-bytes 2MiB".split()
+    proc = run(tmp_path, lake, "log", "create", "t", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "created topic t with 2 partitions" in proc.stderr
+    week, mib = 7 * 86_400_000, 1024 * 1024
+    assert settings() == (2, week, 10 * mib, 2 * mib)
+
+    proc = run(tmp_path, lake, "log", "create", "t", "--retention", "3d")
+    assert proc.returncode == 0, proc.stderr
+    assert f"updated topic t: retention_ms {week} -> {3 * 86_400_000}" in proc.stderr
+    assert settings() == (2, 3 * 86_400_000, 10 * mib, 2 * mib)  # the rest as it was
+
+    proc = run(tmp_path, lake, "log", "create", "t", "--retention-bytes", "forever", "--partitions", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert f"retention_bytes {10 * mib} -> forever" in proc.stderr and "partitions" not in proc.stderr
+    assert settings() == (2, 3 * 86_400_000, None, 2 * mib)
+
+    proc = run(tmp_path, lake, "log", "create", "t")  # no options: nothing to change
+    assert proc.returncode == 2, proc.stderr
+    assert "already exists" in error(proc)
+    for count, expected in (("1", "can only grow"), ("4", "has 2 partitions")):
+        proc = run(tmp_path, lake, "log", "create", "t", "--partitions", count, "--retention", "1d")
+        assert proc.returncode == 2, proc.stderr
+        msg = error(proc)
+        assert "'t'" in msg and expected in msg
+    assert settings() == (2, 3 * 86_400_000, None, 2 * mib)  # a refused change changes nothing
+
+
 def test_show_unknown_frame(tmp_path, lake):
     proc = run(tmp_path, lake, "show", "unknownid", "-o", tmp_path / "x.jpg")
     assert proc.returncode == 2, proc.stderr

@@ -228,6 +228,12 @@ def _detector(name: str, params: list[str] | None):
 
 
 def _run_worker(worker, fmt: Format, label: str) -> None:
+    stats = _drive_worker(worker, label)
+    record_out(stats.as_dict(), fmt, title=f"Worker {stats.worker}")
+
+
+def _drive_worker(worker, label: str):
+    """Run `worker` with a progress bar and signal handling; the caller prints its stats."""
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, worker.stop)
     with _progress() as prog:
@@ -241,8 +247,7 @@ def _run_worker(worker, fmt: Format, label: str) -> None:
             )
 
         worker.on_batch = on_batch
-        stats = worker.run()
-    record_out(stats.as_dict(), fmt, title=f"Worker {stats.worker}")
+        return worker.run()
 
 
 @app.command()
@@ -344,13 +349,30 @@ def replay(
     w = prepare_replay(
         lake, _detector(detector, param), version=version, start=start, end=end, topic=topic, restart=restart
     )
-    _run_worker(w, fmt, f"replay {w.model} {w.model_version}")
+    stats = _drive_worker(w, f"replay {w.model} {w.model_version}")
     from .replay import compare_versions
 
     cols, rows = compare_versions(lake, w.model)
-    rows_out(
-        cols, rows, fmt if fmt != Format.json else Format.table, title=f"{w.model}: versions side by side"
-    )
+    title = f"{w.model}: versions side by side"
+    if fmt == Format.json:  # one document, so that scripts can parse stdout
+        versions = [dict(zip(cols, r, strict=True)) for r in rows]
+        print(json.dumps({"replay": stats.as_dict(), "versions": versions}, default=_json_number))
+    elif fmt == Format.csv:  # one header and its rows; the run's summary goes to stderr
+        err_console.print(
+            f"replay {w.model} {w.model_version}: {stats.processed} frames, {stats.detections} detections",
+            markup=False,
+        )
+        rows_out(cols, rows, fmt)
+    else:
+        record_out(stats.as_dict(), fmt, title=f"Worker {stats.worker}")
+        rows_out(cols, rows, fmt, title=title)
+
+
+def _json_number(v):
+    """Numeric columns come back as Decimal from PostgreSQL; JSON wants them as numbers."""
+    from decimal import Decimal
+
+    return float(v) if isinstance(v, Decimal) else str(v)
 
 
 @app.command()
@@ -514,37 +536,59 @@ def log_groups(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
 def log_create(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name")],
-    partitions: Annotated[int, typer.Option(help="Number of partitions")] = 4,
-    retention: Annotated[str | None, typer.Option(help="Keep records this long, e.g. 7d")] = None,
-    retention_bytes: Annotated[
-        str | None, typer.Option(help="Keep at most this much per partition, e.g. 10GB")
+    partitions: Annotated[
+        int | None,
+        typer.Option(help="Number of partitions (4 for a new topic); an existing topic's can only grow"),
     ] = None,
-    max_record_bytes: Annotated[str, typer.Option(help="Largest record accepted")] = "1MiB",
+    retention: Annotated[
+        str | None, typer.Option(help="Keep records this long, e.g. 7d ('forever': no limit, the default)")
+    ] = None,
+    retention_bytes: Annotated[
+        str | None, typer.Option(help="Keep at most this much per partition, e.g. 10GB ('forever': no limit)")
+    ] = None,
+    max_record_bytes: Annotated[
+        str | None, typer.Option(help="Largest record accepted (1MiB for a new topic)")
+    ] = None,
 ) -> None:
-    """Create a topic (or change retention of an existing one)."""
+    """Create a topic; on an existing one, change only the settings given."""
+    from .errors import UnknownTopic
     from .log import TopicConfig
     from .timeutil import parse_duration, parse_size
 
-    cfg = TopicConfig(
-        partitions=partitions,
-        retention_ms=int(parse_duration(retention, "--retention").total_seconds() * 1000)
-        if retention
-        else None,
-        retention_bytes=parse_size(retention_bytes, "--retention-bytes") if retention_bytes else None,
-        max_record_bytes=parse_size(max_record_bytes, "--max-record-bytes"),
-    )
-    lg = _state(ctx).lake.log
-    if any(t.name == topic for t in lg.topics()):
-        lg.alter_topic(
-            topic,
-            retention_ms=cfg.retention_ms,
-            retention_bytes=cfg.retention_bytes,  # type: ignore[attr-defined]
-            max_record_bytes=cfg.max_record_bytes,
+    def forever(text: str) -> bool:
+        return text.strip().lower() == "forever"
+
+    given: dict[str, int | None] = {}
+    if partitions is not None:
+        given["partitions"] = partitions
+    if retention is not None:
+        ms = None if forever(retention) else parse_duration(retention, "--retention").total_seconds() * 1000
+        given["retention_ms"] = None if ms is None else int(ms)
+    if retention_bytes is not None:
+        given["retention_bytes"] = (
+            None if forever(retention_bytes) else parse_size(retention_bytes, "--retention-bytes")
         )
-        err_console.print(f"updated topic {topic}")
-    else:
-        lg.create_topic(topic, cfg, exist_ok=False)
-        err_console.print(f"created topic {topic} with {partitions} partitions")
+    if max_record_bytes is not None:
+        given["max_record_bytes"] = parse_size(max_record_bytes, "--max-record-bytes")
+    lg = _state(ctx).lake.log
+    if given:  # an existing topic keeps every setting not given
+        try:
+            changes = lg.alter_topic(topic, **given)  # type: ignore[arg-type]
+        except UnknownTopic:
+            pass
+        else:
+            if not changes:
+                err_console.print(f"topic {topic} unchanged: it already has those settings")
+            else:
+                shown = ", ".join(
+                    f"{k} {'forever' if a is None else a} -> {'forever' if b is None else b}"
+                    for k, (a, b) in changes.items()
+                )
+                err_console.print(f"updated topic {topic}: {shown}")
+            return
+    cfg = TopicConfig(**given)  # type: ignore[arg-type]
+    lg.create_topic(topic, cfg, exist_ok=False)  # without options, an existing topic is an error
+    err_console.print(f"created topic {topic} with {cfg.partitions} partitions")
 
 
 @log_app.command("retention")
