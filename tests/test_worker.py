@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import signal
 import subprocess
@@ -287,6 +289,27 @@ def test_replay_new_version_sits_beside_the_old(lake):
     assert rows == [("1", 12), ("2", 12)]
     params = dict(lake.catalog.query("SELECT model_version, params FROM models").rows)
     assert json.loads(params["2"])["min_neighbors"] == 3
+
+
+def test_replay_cli_json_and_csv_are_machine_readable(lake):
+    # --format json used to print the versions table after the JSON object
+    publish(lake, "vtest", 6)
+    Worker(lake, load_detector("haar-face"), until_idle=True, idle_timeout=0.5).run()
+    lake.catalog  # noqa: B018
+    args = ("replay", "--detector", "haar-face", "--version", "2", "-p", "min_neighbors=3")
+    out = subprocess.run(cli(lake, *args, "--format", "json"), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["replay"]["processed"] == 6 and doc["replay"]["model_version"] == "2"
+    assert [(v["model_version"], v["frames"]) for v in doc["versions"]] == [("1", 6), ("2", 6)]
+
+    out = subprocess.run(
+        cli(lake, *args, "--restart", "--format", "csv"), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    table = list(csv.reader(io.StringIO(out.stdout)))
+    assert table[0] == ["model_version", "frames", "detections", "per_frame", "latency_ms"]
+    assert [r[:2] for r in table[1:]] == [["1", "6"], ["2", "6"]]
 
 
 def test_replay_time_window(lake):

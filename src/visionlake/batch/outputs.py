@@ -2,6 +2,7 @@
 
 Every artefact (dataset, features, vocabulary, model) is written under a temporary name and renamed
 when complete, so a crash or Ctrl-C never leaves a half-written file under the name a later step reads.
+An output being overwritten is removed only once its replacement is in place: a step that fails keeps it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from contextlib import contextmanager
 
 from ..errors import InputError
 
-__all__ = ["AtomicWriter", "atomic_file", "check_output", "clear_output", "writable_file"]
+__all__ = [
+    "AtomicWriter",
+    "atomic_file",
+    "check_output",
+    "clear_output",
+    "replace_output",
+    "staged_output",
+    "writable_file",
+]
 
 
 def writable_file(path: str | os.PathLike[str], what: str = "") -> str:
@@ -44,11 +53,52 @@ def check_output(
 
 
 def clear_output(path: str) -> None:
-    """Remove an old output (a file, or the part directory Spark writes) before an engine writes anew."""
-    if os.path.isdir(path):
+    """Remove an output: a file, or the part directory Spark writes."""
+    if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
-    elif os.path.exists(path):
+    elif os.path.lexists(path):
         os.unlink(path)
+
+
+def replace_output(new: str, path: str) -> None:
+    """Give `new` (a file or a directory) the name `path`, removing what `path` held only afterwards.
+
+    A file replaces a file in one rename. A directory cannot, so the old output is renamed aside first
+    and put back if the new one cannot take its place.
+    """
+    if not (os.path.isdir(new) or os.path.isdir(path)):
+        os.replace(new, path)
+        return
+    old = f"{path}.old-{os.getpid()}"
+    clear_output(old)
+    had_old = os.path.lexists(path)
+    if had_old:
+        os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        if had_old:
+            os.rename(old, path)
+        raise
+    if had_old:
+        clear_output(old)
+
+
+@contextmanager
+def staged_output(path: str) -> Iterator[str]:
+    """Yield a temporary sibling of `path` for a step to write (a file or a part directory).
+
+    On success it replaces `path`; on failure it is removed and `path` is left as it was, so that a
+    failed `--overwrite` never costs the previous result.
+    """
+    tmp = f"{path}.new-{os.getpid()}"
+    clear_output(tmp)
+    try:
+        yield tmp
+        replace_output(tmp, path)
+    except BaseException:
+        clear_output(tmp)
+        raise
 
 
 def _temp_name(path: str) -> str:
@@ -62,7 +112,7 @@ def atomic_file(path: str | os.PathLike[str], what: str = "") -> Iterator[str]:
     tmp = _temp_name(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        replace_output(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -82,7 +132,7 @@ class AtomicWriter:
     def close(self) -> None:
         """Finish the file and give it its final name."""
         self._close_stream()
-        os.replace(self._tmp, self.path)
+        replace_output(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop what was written; the final name is left untouched."""

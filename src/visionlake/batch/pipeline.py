@@ -23,7 +23,7 @@ from ..engines.base import Engine, ExtractReport, Progress
 from ..errors import InputError
 from .classify import Evaluation, check_labels, evaluate, make_classifier
 from .model import BovwModel
-from .outputs import check_output, clear_output
+from .outputs import check_output, staged_output
 from .records import bow_from_table, iter_tables, read_meta
 
 __all__ = [
@@ -48,11 +48,11 @@ def _no_progress(_description: str, _total: int | None) -> Iterator[Progress]:
     yield None
 
 
-def _fresh_output(path: str | os.PathLike[str], overwrite: bool) -> str:
-    """Checked `path`, with any old output (file or Spark part directory) removed when overwriting."""
-    path = check_output(path, overwrite)
-    clear_output(path)
-    return path
+@contextmanager
+def _fresh_output(path: str | os.PathLike[str], overwrite: bool) -> Iterator[str]:
+    """A temporary path to write `path` to; it replaces any old output only if the step succeeds."""
+    with staged_output(check_output(path, overwrite)) as tmp:
+        yield tmp
 
 
 def _require_kind(meta: dict[str, Any], kind: str, path: str, made_by: str) -> None:
@@ -72,7 +72,10 @@ def extract_features(
 
     open_dataset(dataset)  # a clear error for a missing or unreadable dataset before any work starts
     extractor.fit([])
-    return engine.extract(dataset, _fresh_output(out, overwrite), extractor, progress)
+    with _fresh_output(out, overwrite) as tmp:
+        report = engine.extract(dataset, tmp, extractor, progress)
+    report.out = os.fspath(out)
+    return report
 
 
 def train_vocabulary_file(
@@ -91,10 +94,10 @@ def train_vocabulary_file(
     _require_kind(meta, "features", features, "features extract")
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
-    out = _fresh_output(out, overwrite)
-    vocab = engine.train_vocabulary(features, k, sample=sample, seed=seed, max_iter=max_iter)
-    vocab.meta.setdefault("features", os.path.abspath(features))
-    vocab.save(out)
+    with _fresh_output(out, overwrite) as tmp:
+        vocab = engine.train_vocabulary(features, k, sample=sample, seed=seed, max_iter=max_iter)
+        vocab.meta.setdefault("features", os.path.abspath(features))
+        vocab.save(tmp)
     return vocab
 
 
@@ -147,7 +150,10 @@ def encode_features(
         encoder.sigma = float(encoder.sigma_)  # recorded, so the model rebuilds the same encoder
     encoder.digest_ = encoding_digest(vocab, encoder.get_params())
     encoder.vocabulary_path_ = os.path.abspath(vocabulary)
-    return engine.encode(features, encoder, _fresh_output(out, overwrite), progress)
+    with _fresh_output(out, overwrite) as tmp:
+        report = engine.encode(features, encoder, tmp, progress)
+    report.out = os.fspath(out)
+    return report
 
 
 def _first_feature_sets(features: str, meta: dict[str, Any], rows: int = 1000) -> list[Any]:
@@ -204,7 +210,7 @@ def train_classifier(
     clf = make_classifier(classifier, c=c, seed=seed)
     keys, labels, x, meta = read_bow(bow)
     y = check_labels(labels, f"bag-of-words dataset {bow!r}")
-    out = _fresh_output(out, overwrite)
+    out = check_output(out, overwrite)  # before the training; the old model stays until the new is saved
     features_meta = meta.get("features_meta") or {}
     vocab_path = vocabulary or meta.get("vocabulary_path")
     if not vocab_path or not os.path.isfile(vocab_path):
@@ -236,7 +242,8 @@ def train_classifier(
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
-    model.save(out)
+    with staged_output(out) as tmp:
+        model.save(tmp)
     return TrainReport(
         out=out,
         classifier=classifier,

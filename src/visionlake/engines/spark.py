@@ -344,36 +344,36 @@ class SparkEngine(Engine):
         from pyspark import StorageLevel
 
         from ..batch.dataset import PackReport, check_pack_args, no_images_error
-        from ..batch.outputs import clear_output
+        from ..batch.outputs import staged_output
 
         started = time.perf_counter()
         src, out = os.path.abspath(os.fspath(src)), os.fspath(out)
         kind = check_pack_args(src, out, format, overwrite)
-        clear_output(out)
         report = PackReport(out=out, format=format)
         rejected_acc = self._sc.accumulator([], _ListParam())
         done_acc = self._sc.accumulator(0)
         rows = self._pack_source(src, kind, report, rejected_acc, done_acc)
         good = self.spark.createDataFrame(rows, _spark_struct(records.IMAGE_SCHEMA), verifySchema=False)
-        with _ProgressPoller(done_acc, progress):
-            if format == "sequencefile":
-                # pyspark looks at the first record before writing: persisted, the first partition
-                # is decoded once, not twice
-                pairs = good.rdd.map(_sequencefile_pair).persist(StorageLevel.MEMORY_AND_DISK)
-                try:
-                    pairs.saveAsSequenceFile(_abs(out))
-                finally:
-                    pairs.unpersist()
-            else:
-                good.write.mode("overwrite").option("compression", "zstd").parquet(_abs(out))
-        undecodable = rejected_sorted(Rejected(k, r) for k, r in rejected_acc.value)
-        report.rejected = sorted([*report.rejected, *undecodable], key=lambda r: r.key)  # + repeated keys
-        self._count_packed(out, format, report)
-        if not report.images:
-            clear_output(out)
-            raise no_images_error(src, report)
-        if format == "parquet":
-            records.write_sidecar(out, report.meta(src))
+        # written beside `out`, which a failed run leaves as it was
+        with staged_output(out) as tmp:
+            with _ProgressPoller(done_acc, progress):
+                if format == "sequencefile":
+                    # pyspark looks at the first record before writing: persisted, the first partition
+                    # is decoded once, not twice
+                    pairs = good.rdd.map(_sequencefile_pair).persist(StorageLevel.MEMORY_AND_DISK)
+                    try:
+                        pairs.saveAsSequenceFile(_abs(tmp))
+                    finally:
+                        pairs.unpersist()
+                else:
+                    good.write.mode("overwrite").option("compression", "zstd").parquet(_abs(tmp))
+            undecodable = rejected_sorted(Rejected(k, r) for k, r in rejected_acc.value)
+            report.rejected = sorted([*report.rejected, *undecodable], key=lambda r: r.key)  # + repeated keys
+            self._count_packed(tmp, format, report)
+            if not report.images:
+                raise no_images_error(src, report)
+            if format == "parquet":
+                records.write_sidecar(tmp, report.meta(src))
         report.seconds = time.perf_counter() - started
         return report
 
