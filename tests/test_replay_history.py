@@ -119,3 +119,18 @@ def test_replay_cli_says_which_source_it_read(trimmed):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["replay"]["source"] == "archive" and doc["replay"]["processed"] == N
+
+
+def test_replay_cli_reads_the_source_it_is_told(trimmed):
+    lake = trimmed
+    base = [sys.executable, "-m", "visionlake", "--lake", str(lake.root), "replay", "--detector", "haar-face"]
+    out = subprocess.run(
+        [*base, "--version", "3", "--source", "log", "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "from the log" in out.stderr
+    bad = subprocess.run([*base, "--source", "tape"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--source must be one of" in bad.stderr

@@ -24,6 +24,7 @@ from .cli_common import FormatOpt
 from .cli_common import progress_bar as _progress
 from .errors import InputError, SourceUnreachable, VisionlakeError
 from .lake import FRAMES_TOPIC, Lake
+from .limits import DEFAULT_MAX_PIXELS
 from .output import Format, console, err_console, human_bytes, record_out, rows_out
 
 app = typer.Typer(
@@ -274,6 +275,12 @@ def worker(
     threads: Annotated[
         int | None, typer.Option(help="OpenCV threads per worker [default: OpenCV's; 1 with --processes]")
     ] = None,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            min=1, max=100_000_000, help="Largest frame decoded, in pixels; bigger ones go to the dead letters"
+        ),
+    ] = DEFAULT_MAX_PIXELS,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a detector over the frames topic as a member of a consumer group."""
@@ -298,6 +305,8 @@ def worker(
             str(batch_size),
             "--threads",
             str(threads or 1),
+            "--max-pixels",
+            str(max_pixels),
         ]
         args += [x for p in param or [] for x in ("--param", p)]
         args += ["--group", group] if group else []
@@ -318,6 +327,7 @@ def worker(
         idle_timeout=idle_timeout,
         max_frames=max_frames,
         threads=threads,
+        max_pixels=max_pixels,
     )
     _run_worker(w, fmt, f"{det.name} {det.model_version}")
 
@@ -340,14 +350,28 @@ def replay(
     restart: Annotated[
         bool, typer.Option("--restart", help="Start over even if this replay ran before")
     ] = False,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Where frames come from: log, archive (catalog + archive: every frame ever kept), or auto "
+            "(the archive once retention has dropped records from the log)"
+        ),
+    ] = "auto",
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Re-run a model version over the history on the log; results sit beside older versions'."""
+    """Re-run a model version over the history; results sit beside older versions'."""
     from .replay import prepare_replay
 
     lake = _state(ctx).lake
     w = prepare_replay(
-        lake, _detector(detector, param), version=version, start=start, end=end, topic=topic, restart=restart
+        lake,
+        _detector(detector, param),
+        version=version,
+        start=start,
+        end=end,
+        topic=topic,
+        restart=restart,
+        source=source,
     )
     stats = _drive_worker(w, f"replay {w.model} {w.model_version}")
     from .replay import compare_versions
@@ -359,7 +383,8 @@ def replay(
         print(json.dumps({"replay": stats.as_dict(), "versions": versions}, default=_json_number))
     elif fmt == Format.csv:  # one header and its rows; the run's summary goes to stderr
         err_console.print(
-            f"replay {w.model} {w.model_version}: {stats.processed} frames, {stats.detections} detections",
+            f"replay {w.model} {w.model_version} from the {stats.source}: {stats.processed} frames, "
+            f"{stats.detections} detections",
             markup=False,
         )
         rows_out(cols, rows, fmt)

@@ -30,6 +30,7 @@ from ..detectors.base import Detector
 from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError
 from ..frames import FrameMeta, check_dimensions, decode_image, image_format, iso, meta_from_record
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
+from ..limits import DEFAULT_MAX_PIXELS
 from ..log.base import Consumer, OffsetReset
 from ..types import Detections, Record
 from .archive_reader import ArchiveReader
@@ -37,8 +38,6 @@ from .checkpoint import Checkpoint
 
 log = logging.getLogger("visionlake.worker")
 
-#: Pixels a worker decodes at most per frame unless told otherwise (8K video is 33 MP).
-DEFAULT_MAX_PIXELS = 40_000_000
 ARCHIVE_EXT = {"jpeg": "jpg", "png": "png", None: "jpg"}
 
 
