@@ -2,8 +2,8 @@
 
     python bench/run.py [--quick] [--only NAME ...]
 
-NAME is one of: log, worker, scaling, latency, replay, kafka, catalog, pack, extract, vocab, encode, accuracy
-(or the module names log_throughput, worker_throughput, replay_sources, kafka_throughput, catalog_writes, batch_pack,
+NAME is one of: log, worker, memory, scaling, latency, replay, kafka, catalog, pack, extract, vocab, encode, accuracy
+(or the module names log_throughput, worker_throughput, worker_memory, replay_sources, kafka_throughput, catalog_writes, batch_pack,
 batch_extract, batch_vocab, batch_encode, batch_accuracy).
 `--quick` finishes in under 3 minutes on a 2-core machine; the full mode uses more frames and records.
 All data goes to one temporary directory, removed at the end. Progress goes to stderr.
@@ -27,6 +27,7 @@ import common  # noqa: E402
 BENCHMARKS = {
     "log": "log_throughput",
     "worker": "worker_throughput",
+    "memory": "worker_memory",
     "scaling": "scaling",
     "latency": "latency",
     "replay": "replay_sources",

@@ -5,7 +5,6 @@ its reason before any side effect, and the frames around it flow on."""
 from __future__ import annotations
 
 import json
-import resource
 import struct
 import subprocess
 import sys
@@ -54,15 +53,33 @@ def test_decompression_bombs_by_the_byte_are_refused_and_memory_stays_small(lake
             p.send("frames", data, key=b"bomb", headers=[("test-case", f"bomb-{i}".encode())])
     publish(lake, "vtest", 2)
     lake.catalog  # noqa: B018 - schema in place before the child
-    cmd = [sys.executable, "-m", "visionlake", "--lake", str(lake.root), "worker", "--detector", "haar-face"]
+    # the CLI worker in a fresh process that reports its own peak RSS (VmHWM starts afresh at exec)
+    wrapper = (
+        "import sys\nfrom pathlib import Path\nfrom visionlake.cli import main\n"
+        "try:\n    main()\nfinally:\n"
+        "    s = Path('/proc/self/status').read_text()\n"
+        "    print(next(x for x in s.splitlines() if x.startswith('VmHWM:')), file=sys.stderr)\n"
+    )
+    args = ["--lake", str(lake.root), "worker", "--detector", "haar-face", "--until-idle"]
     out = subprocess.run(
-        [*cmd, "--until-idle", "--idle-timeout", "0.5", "--batch-size", "16", "--format", "json"],
+        [
+            sys.executable,
+            "-c",
+            wrapper,
+            *args,
+            "--idle-timeout",
+            "0.5",
+            "--batch-size",
+            "16",
+            "--format",
+            "json",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = int(out.stderr.split("VmHWM:")[1].split()[0]) / 1024
     stats = json.loads(out.stdout)
     assert stats["processed"] == 2 and stats["dead_lettered"] == 16
     dead = dead_letters(lake)
