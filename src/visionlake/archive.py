@@ -42,6 +42,7 @@ import fsspec
 
 from .errors import ArchiveConflict, ArchiveError, BackendUnavailable, ConfigError, MissingDependency
 from .frames import utc
+from .redact import redact_url
 
 log = logging.getLogger("visionlake.archive")
 
@@ -205,7 +206,7 @@ class Archive:
         protocol, rest = fsspec.core.split_protocol(url)
         self.s3 = protocol in _S3_PROTOCOLS
         if self.s3 and not rest.strip("/"):
-            raise ConfigError(f"archive URL {url!r} names no bucket: use s3://bucket/prefix")
+            raise ConfigError(f"archive URL {redact_url(url)!r} names no bucket: use s3://bucket/prefix")
         self.url = url.rstrip("/")
         options = dict(storage_options or {})
         try:
@@ -218,12 +219,14 @@ class Archive:
             self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
         except ImportError as e:
             if self.s3:
-                raise MissingDependency(f"S3 archive {url!r}", "s3", "s3fs") from e
-            raise ConfigError(f"archive {url!r} needs a package that is not installed: {e}") from e
+                raise MissingDependency(f"S3 archive {redact_url(url)!r}", "s3", "s3fs") from e
+            raise ConfigError(
+                f"archive {redact_url(url)!r} needs a package that is not installed: {e}"
+            ) from e
         except TypeError as e:
-            raise ConfigError(f"invalid archive_options for {url!r}: {e}") from e
+            raise ConfigError(f"invalid archive_options for {redact_url(url)!r}: {e}") from e
         except ValueError as e:
-            raise ArchiveError(f"unsupported archive URL {url!r}: {e}") from e
+            raise ArchiveError(f"unsupported archive URL {redact_url(url)!r}: {e}") from e
         self.local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
@@ -237,7 +240,7 @@ class Archive:
             self._share_service_models()
             self.bucket, _, self.prefix = self.root.partition("/")
             if not self.bucket:
-                raise ConfigError(f"archive URL {url!r} names no bucket: use s3://bucket/prefix")
+                raise ConfigError(f"archive URL {redact_url(url)!r} names no bucket: use s3://bucket/prefix")
             self._check_bucket()
 
     def _share_service_models(self) -> None:
@@ -254,7 +257,7 @@ class Archive:
         try:
             session = AioSession(**self.fs.kwargs)
         except TypeError as e:
-            raise ConfigError(f"invalid archive_options for {self.url}: {e}") from e
+            raise ConfigError(f"invalid archive_options for {redact_url(self.url)}: {e}") from e
         if _LOADER is None:
             _LOADER = session.get_component("data_loader")
         else:
@@ -279,7 +282,7 @@ class Archive:
         path = self.fs._strip_protocol(uri)
         root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
         if not path.startswith(root) or "/../" in path or path.endswith("/.."):
-            raise ArchiveError(f"{uri!r} is not inside the archive {self.url}")
+            raise ArchiveError(f"{uri!r} is not inside the archive {redact_url(self.url)}")
         return path
 
     # -- operations ------------------------------------------------------------------------------
@@ -427,15 +430,15 @@ class Archive:
                 delay = min(delay * 2, 5.0)
 
     def _error(self, kind: str, exc: BaseException, op: str, uri: str) -> Exception:
-        endpoint = self._endpoint()
+        endpoint, shown = self._endpoint(), redact_url(self.url)
         if kind == _NO_BUCKET or (kind == _NOT_FOUND and op == "open"):
             return ConfigError(
-                f"bucket {self.bucket!r} does not exist at endpoint {endpoint} (archive {self.url}): "
+                f"bucket {self.bucket!r} does not exist at endpoint {endpoint} (archive {shown}): "
                 "create it, or fix the archive URL"
             )
         if kind == _NO_CREDENTIALS:
             return ConfigError(
-                f"no S3 credentials found for archive {self.url} at {endpoint}: set AWS_ACCESS_KEY_ID and "
+                f"no S3 credentials found for archive {shown} at {endpoint}: set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, a profile in ~/.aws, or key/secret under [archive_options]"
             )
         if kind == _AUTH:
@@ -448,15 +451,17 @@ class Archive:
                 "or [archive_options] key/secret) and that the key may list, read and write the bucket"
             )
         if kind == _BAD_OPTION:
-            return ConfigError(f"invalid archive_options for {self.url}: {exc}")
+            return ConfigError(f"invalid archive_options for {shown}: {exc}")
         if kind == _NOT_FOUND:
             return ArchiveError(f"{uri} is not in the archive")
         return ArchiveError(f"cannot {op} {uri}: {_describe(exc)}")
 
     def _endpoint(self) -> str:
+        """The endpoint as messages show it (an endpoint_url may carry credentials)."""
         client = getattr(self.fs, "_s3", None)
         endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
-        return endpoint or getattr(self.fs, "endpoint_url", None) or "the default AWS endpoint"
+        endpoint = endpoint or getattr(self.fs, "endpoint_url", None)
+        return redact_url(endpoint) if endpoint else "the default AWS endpoint"
 
     def _key_id(self) -> str:
         """The access key id the requests were signed with (public, unlike the secret)."""

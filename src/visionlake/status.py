@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from .lake import Lake
+from .redact import redact_url
 
 
 def lake_status(lake: Lake) -> dict:
     counts = lake.catalog.counts()
     return {
         "lake": str(lake.root),
-        "log": lake.log.url,
-        "catalog": lake.catalog.url,
-        "archive": lake.archive.url,
+        # The archive keeps its URL as given (it connects with it); the others are redacted twice.
+        "log": redact_url(lake.log.url),
+        "catalog": redact_url(lake.catalog.url),
+        "archive": redact_url(lake.archive.url),
         "cameras": [
             {"camera": c, "frames": n, "first": str(a), "last": str(b)} for c, n, a, b in counts["cameras"]
         ],

@@ -88,6 +88,7 @@ from ..errors import (
     QueryError,
     ReadOnlyViolation,
 )
+from ..redact import redact_url
 from .base import FrameResult, QueryResult, SqlCatalog
 
 #: URL schemes accepted for this backend
@@ -152,8 +153,12 @@ def parse_url(url: str) -> sa.URL:
 
 
 def display_url(u: sa.URL) -> str:
-    """postgresql://user:***@host:port/db?...: what messages and `status` show."""
-    return u.set(drivername="postgresql").render_as_string(hide_password=True)
+    """postgresql://user:***@host:port/db?...: what messages and `status` show.
+
+    libpq also takes ``?password=`` (and ``sslpassword``) in the query, so the query goes through
+    `redact_url` like every other URL shown.
+    """
+    return redact_url(u.set(drivername="postgresql").render_as_string(hide_password=True))
 
 
 def _first_keyword(sql: str) -> str:

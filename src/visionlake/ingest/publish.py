@@ -6,9 +6,12 @@ Sources (sources.py) know nothing about the log; this module knows nothing about
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..frames import FrameMeta, check_camera_id, encode_jpeg, frame_headers, make_frame_id
 from ..lake import FRAMES_TOPIC, Lake
@@ -62,6 +65,8 @@ class FramePublisher:
         self.max_bytes = lake.log.topic_config(topic).max_record_bytes
         self.producer = lake.log.producer()
         self._last_flush = time.monotonic()
+        #: Records sent since the last flush (not durable yet).
+        self.pending = 0
 
     def publish(self, frame: CapturedFrame) -> tuple[FrameMeta, int]:
         """Send one frame; returns its metadata and encoded size. Durable after `flush`."""
@@ -89,16 +94,99 @@ class FramePublisher:
             headers=frame_headers(meta),
             timestamp_ms=int(frame.captured_at.timestamp() * 1000),
         )
+        self.pending += 1
         if time.monotonic() - self._last_flush >= self.linger:
             self.flush()
         return meta, len(data)
 
+    def flush_due(self) -> None:
+        """Flush what waited `linger` s: when frames stop coming, no next `publish` would."""
+        if self.pending and time.monotonic() - self._last_flush >= self.linger:
+            self.flush()
+
     def flush(self) -> None:
         self.producer.flush()
+        self.pending = 0
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
         self.producer.close()
+
+
+#: How often the ingest loop looks at `should_stop` while the source gives nothing.
+STOP_CHECK_SECONDS = 0.1
+#: How long closing waits for a source blocked in a read or open before leaving it behind.
+SOURCE_JOIN_SECONDS = 1.0
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _SourceThread:
+    """Iterates a source in a thread, so a source blocked in a read, an open or a reconnect backoff
+    never keeps the ingest loop from flushing on time or from stopping when asked."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._source = items
+        self._it = iter(items)  # in the caller's thread: a CameraSource resets its stop flag here
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)  # backpressure, as reading in-line
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="visionlake-ingest-source", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=STOP_CHECK_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._it:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the ingest loop, which raises it
+            self._put(_Failed(e))
+        finally:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()  # a camera generator releases its capture
+
+    def get(self, timeout: float) -> Any:
+        """The next item, `_END`, or None when nothing came in `timeout` s; raises the source's error."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    def stop(self) -> list[Any]:
+        """Stop reading; returns the items already read (frames received are still published)."""
+        self._stop.set()
+        stop = getattr(self._source, "stop", None)
+        if callable(stop):
+            stop()  # a camera leaves its reconnect backoff at once
+        # Joined before draining, so that no put in progress lands after the drain. A source stuck
+        # in a read or open is left behind: it ends on its own timeout and closes itself.
+        self._thread.join(SOURCE_JOIN_SECONDS)
+        left = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return left
+            if item is not _END and not isinstance(item, _Failed):
+                left.append(item)
 
 
 def ingest(
@@ -112,29 +200,53 @@ def ingest(
     on_frame: Callable[[IngestStats], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> IngestStats:
-    """Publish every frame of a source; bad files are reported, never fatal."""
+    """Publish every frame of a source; bad files are reported, never fatal.
+
+    The source is read in a thread: while it gives nothing (a camera reconnecting), records wait at
+    most the publisher's linger before being flushed, and `should_stop` is seen within 0.1 s. Frames
+    already read when it says stop are still published.
+    """
     stats = IngestStats(camera)
     publisher = FramePublisher(lake, camera, topic, quality)
     start = time.monotonic()
+
+    def handle(item: CapturedFrame | SkippedFile) -> None:
+        if isinstance(item, SkippedFile):
+            stats.errors.append((item.path, item.reason))
+            log.warning("skipped %s: %s", item.path, item.reason)
+        elif motion is not None and not motion.check(item.image):
+            stats.skipped_motion += 1
+        else:
+            meta, size = publisher.publish(item)
+            stats.frames += 1
+            stats.bytes += size
+            stats.claim_checked += meta.ref is not None
+        if on_frame is not None:
+            on_frame(stats)
+
+    source = None
     try:
-        for item in frames:
-            if isinstance(item, SkippedFile):
-                stats.errors.append((item.path, item.reason))
-                log.warning("skipped %s: %s", item.path, item.reason)
-            elif motion is not None and not motion.check(item.image):
-                stats.skipped_motion += 1
+        source = _SourceThread(frames)
+        while True:
+            wait = min(publisher.linger, STOP_CHECK_SECONDS) if publisher.pending else STOP_CHECK_SECONDS
+            item = source.get(max(wait, 0.001))
+            if item is _END:
+                break
+            if item is None:
+                publisher.flush_due()
             else:
-                meta, size = publisher.publish(item)
-                stats.frames += 1
-                stats.bytes += size
-                stats.claim_checked += meta.ref is not None
-            if on_frame is not None:
-                on_frame(stats)
+                handle(item)
             if should_stop is not None and should_stop():
+                for rest in source.stop():
+                    handle(rest)
                 break
     finally:
-        publisher.close()
-        stats.seconds = time.monotonic() - start
+        try:
+            if source is not None:
+                source.stop()  # at the end, on a stop and on an error alike
+        finally:
+            publisher.close()
+            stats.seconds = time.monotonic() - start
     log.info(
         "ingested %d frames (%d bytes) for camera %s in %.1f s; %d skipped by motion, %d errors",
         stats.frames,

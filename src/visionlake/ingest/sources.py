@@ -15,18 +15,20 @@ import math
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from ..errors import FrameError, InputError, SourceError, SourceUnreachable
 from ..frames import MAX_SIDE, check_dimensions, image_size, utc
+from ..redact import redact_url
 
 log = logging.getLogger("visionlake.ingest")
 
@@ -289,26 +291,14 @@ def _frame_ms(pos_ms: float, last_ms: float | None, step_ms: float) -> float:
 # --- cameras and network streams ---------------------------------------------------------------
 
 
-def _redact(url: str) -> str:
-    """Hide the password of ``scheme://user:password@host`` URLs in messages and frame sources."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class CameraSource:
     """Frames from a camera device or a network stream (RTSP, HTTP MJPEG, ...), with reconnects.
 
     The first open is tried `open_attempts` times before `SourceUnreachable` is raised. Once
     running, a dropped or stalled stream is reopened with exponential backoff (reset after each
     good frame); iteration ends after `max_reconnects` reconnects in a row fail (`stopped_reason`
-    then says why) or after `max_frames` frames. `seq` counts frames yielded in this run,
-    `captured_at` is the wall clock at capture.
+    then says why), after `max_frames` frames, or soon after `stop()`. `seq` counts frames yielded in
+    this run, `captured_at` is the wall clock at capture.
     """
 
     def __init__(
@@ -337,7 +327,7 @@ class CameraSource:
             parts = urlsplit(source.strip())
             if parts.scheme.lower() not in STREAM_SCHEMES or not parts.hostname:
                 raise InputError(
-                    f"unsupported camera source {_redact(source)!r}: use a device index (0, 1, ...) "
+                    f"unsupported camera source {redact_url(source)!r}: use a device index (0, 1, ...) "
                     "or an rtsp://, rtsps://, http:// or https:// URL"
                 )
             self.url = source.strip()
@@ -345,7 +335,7 @@ class CameraSource:
             raise InputError(f"invalid camera source {source!r}: expected a device index or a URL")
         if self.device is not None and self.device < 0:
             raise InputError(f"invalid camera device index {self.device}: must be >= 0")
-        self.name = f"device:{self.device}" if self.url is None else _redact(self.url)
+        self.name = f"device:{self.device}" if self.url is None else redact_url(self.url)
         self.fps = _check_fps(fps)
         self.resize = _check_resize(resize)
         self.open_attempts = _check_count("open_attempts", open_attempts, 1, optional=False)
@@ -365,6 +355,7 @@ class CameraSource:
         self.throttled = 0
         #: Why the last iteration ended before `max_frames` (None while running or when it did not).
         self.stopped_reason: str | None = None
+        self._stop = threading.Event()
 
     def __repr__(self) -> str:
         return f"CameraSource({self.name!r}, fps={self.fps}, resize={self.resize})"
@@ -390,7 +381,15 @@ class CameraSource:
             cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, round(self.stall_timeout * 1000)))
         return cap
 
-    def _open_first(self) -> cv2.VideoCapture:
+    def stop(self) -> None:
+        """End the running iteration soon, from another thread: backoff waits return at once.
+
+        A read or open already under way still runs to its own timeout.
+        """
+        self._stop.set()
+
+    def _open_first(self) -> cv2.VideoCapture | None:
+        """The first capture; None when stopped meanwhile."""
         delay = self.backoff_initial
         for attempt in range(1, self.open_attempts + 1):
             cap = self._open()
@@ -404,8 +403,11 @@ class CameraSource:
                     self.open_attempts,
                     delay,
                 )
-                time.sleep(delay)
+                if self._stop.wait(delay):
+                    return None
                 delay = min(delay * 2, self.backoff_max)
+            if self._stop.is_set():
+                return None
         plural = "s" if self.open_attempts != 1 else ""
         raise SourceUnreachable(
             f"cannot open camera source '{self.name}' after {self.open_attempts} attempt{plural} "
@@ -414,6 +416,10 @@ class CameraSource:
         )
 
     def __iter__(self) -> Iterator[CapturedFrame]:
+        self._stop.clear()  # here, not in the generator: a stop() right after iter() is not lost
+        return self._frames()
+
+    def _frames(self) -> Iterator[CapturedFrame]:
         self.reconnects = 0
         self.throttled = 0
         self.stopped_reason = None
@@ -426,7 +432,7 @@ class CameraSource:
             failures = 0  # reconnects in a row that did not lead to a frame
             delay = self.backoff_initial
             next_due = -math.inf
-            while True:
+            while not self._stop.is_set():
                 started = time.monotonic()
                 ok, image = cap.read() if cap is not None else (False, None)
                 if ok and image is not None:
@@ -467,14 +473,27 @@ class CameraSource:
                     )
                     log.error("camera %s: %s", self.name, self.stopped_reason)
                     return
-                log.warning("camera %s: stream %s; reconnecting in %.3g s", self.name, what, delay)
-                time.sleep(delay)
+                # WARNING, like "reconnected" below: the CLI's default level shows every attempt.
+                log.warning(
+                    "camera %s: stream %s; reconnecting in %.3g s (attempt %d)",
+                    self.name,
+                    what,
+                    delay,
+                    failures + 1,
+                )
+                if self._stop.wait(delay):
+                    return
                 delay = min(delay * 2, self.backoff_max)
                 failures += 1
                 cap = self._open()
                 if cap is not None:
                     self.reconnects += 1
-                    log.info("camera %s: reconnected (reconnect %d)", self.name, self.reconnects)
+                    log.warning(
+                        "camera %s: reconnected after %d attempt%s",
+                        self.name,
+                        failures,
+                        "s" if failures != 1 else "",
+                    )
         finally:
             if cap is not None:
                 cap.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..redact import redact_url
 from .base import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PARTITIONS,
@@ -44,5 +45,6 @@ def open_log(url: str, **options: object) -> FrameLog:
 
         return KafkaLog(url, **options)  # type: ignore[arg-type]
     raise ConfigError(
-        f"unsupported log URL {url.split('?')[0]!r}: use sqlite:///DIR, a directory path or kafka://host:9092"
+        f"unsupported log URL {redact_url(url.split('?')[0])!r}: use sqlite:///DIR, a directory path or "
+        "kafka://host:9092"
     )

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...errors import BackendUnavailable, ConfigError, InputError, LogError, UnknownTopic, VisionlakeError
+from ...redact import redact_url
 from ..base import (
     DEFAULT_MAX_RECORD_BYTES,
     TOPIC_NAME,
@@ -63,7 +64,7 @@ class KafkaLog(FrameLog):
     def __init__(self, url: str, *, default_config: TopicConfig | None = None, **options: object) -> None:
         self._ck = import_kafka()
         servers, url_options = parse_url(url)
-        self.url = f"kafka://{servers}"
+        self.url = redact_url(f"kafka://{servers}")  # what errors and logs show; never credentials
         mine, common, targeted = split_options({**url_options, **options})
         self.topic_prefix: str = mine.get("topic_prefix", "")  # type: ignore[assignment]
         if self.topic_prefix and not TOPIC_NAME.match(self.topic_prefix):

@@ -25,6 +25,7 @@ import socket
 from urllib.parse import parse_qsl
 
 from ...errors import ConfigError
+from ...redact import redact_url
 
 HOST = socket.gethostname()
 #: Headroom between a topic's value limit and its max.message.bytes: key, headers and batch framing.
@@ -49,11 +50,21 @@ CLIENTS = ("producer", "consumer", "admin")
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
-    """``kafka://h1:9092,h2:9092?k=v`` -> ("h1:9092,h2:9092", {"k": "v"}); port 9092 by default."""
+    """``kafka://h1:9092,h2:9092?k=v`` -> ("h1:9092,h2:9092", {"k": "v"}); port 9092 by default.
+
+    ``user:password@`` is refused: Kafka clients take no credentials from broker addresses, and
+    librdkafka would echo the password in every connection error.
+    """
     if not url.startswith("kafka://"):
-        raise ConfigError(f"log URL {url.split('?')[0]!r} is not a kafka:// URL")
+        raise ConfigError(f"log URL {redact_url(url.split('?')[0])!r} is not a kafka:// URL")
     hosts, _, query = url.removeprefix("kafka://").partition("?")
-    shown = f"kafka://{hosts}"
+    shown = redact_url(f"kafka://{hosts}")
+    if "@" in hosts:
+        raise ConfigError(
+            f"log URL {shown!r}: Kafka takes no user or password in the URL; set security.protocol, "
+            "sasl.mechanism, sasl.username and sasl.password under [log_options] in the lake's "
+            "visionlake.toml instead"
+        )
     servers = []
     for raw in hosts.strip("/").split(","):
         h = raw.strip()
