@@ -14,6 +14,15 @@ from visionlake.log.sqlite import SqliteLog
 
 pytest_plugins = ["servers.kafka", "servers.postgres", "servers.s3", "servers.spark"]
 
+
+def pytest_configure(config) -> None:
+    """Hypothesis keeps its cache in a temporary directory, not in the working tree."""
+    import tempfile
+
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(tempfile.mkdtemp(prefix="visionlake-hypothesis-"))
+
 #: Frame-log backends the contract suite runs against.
 LOG_BACKENDS = ["sqlite", "kafka"]
 

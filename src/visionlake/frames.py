@@ -45,9 +45,11 @@ class FrameMeta:
 
 
 def check_camera_id(camera: str) -> str:
-    """Camera ids are free text (the archive escapes them) but must be non-empty and printable."""
+    """Camera ids are free text (the archive escapes them) but must be printable and not blank."""
     if not camera or len(camera) > MAX_CAMERA_ID or not camera.isprintable():
         raise InputError(f"invalid camera id {camera!r}: use 1-{MAX_CAMERA_ID} printable characters")
+    if not camera.strip():  # prints as nothing: no one could tell it apart or type it
+        raise InputError(f"invalid camera id {camera!r}: it is blank")
     return camera
 
 
@@ -201,26 +203,36 @@ def check_density(data: bytes, width: int, height: int) -> None:
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to a BGR array, refusing empty, bomb-sized or undecodable input.
+    """Decode JPEG or PNG bytes to a BGR array, refusing empty, bomb-sized or undecodable input.
 
     Dimensions are read from the header and checked before any pixel is decoded: against the
     absolute limits, against `max_pixels` (a caller's memory budget) and against the data's size.
+    A header this reader cannot walk is refused rather than left to the decoder, which skips junk
+    and decodes whatever size it finds. EXIF orientation is ignored: boxes are in stored pixels.
     """
     if not data:
         raise FrameError("empty record: no image bytes")
+    fmt = image_format(data)
+    if fmt is None:
+        raise FrameError(f"undecodable image: not JPEG or PNG (first bytes {data[:8].hex()})")
     size = image_size(data)
-    if size is not None:
-        check_dimensions(size[0], size[1], "image header")
-        check_density(data, *size)
-        if size[0] * size[1] > max_pixels:
-            raise FrameError(
-                f"image of {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds this worker's budget of "
-                f"{max_pixels} pixels a frame"
-            )
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if size is None:
+        raise FrameError(f"undecodable {fmt.upper()} ({len(data)} bytes): malformed header, no readable size")
+    check_dimensions(size[0], size[1], "image header")
+    check_density(data, *size)
+    if size[0] * size[1] > max_pixels:
+        raise FrameError(
+            f"image of {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds this worker's budget of "
+            f"{max_pixels} pixels a frame"
+        )
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        kind = "JPEG" if data[:2] == b"\xff\xd8" else "image"
-        raise FrameError(f"undecodable {kind} ({len(data)} bytes): OpenCV could not decode it")
+        raise FrameError(f"undecodable {fmt.upper()} ({len(data)} bytes): OpenCV could not decode it")
+    if (image.shape[1], image.shape[0]) != size:
+        raise FrameError(
+            f"undecodable {fmt.upper()}: header says {size[0]}x{size[1]}, decoder gave "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
     if jpeg_truncated(data):
         raise FrameError(f"{TRUNCATED_JPEG} ({len(data)} bytes)")
     return image

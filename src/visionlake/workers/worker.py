@@ -38,7 +38,7 @@ from .checkpoint import Checkpoint
 
 log = logging.getLogger("visionlake.worker")
 
-ARCHIVE_EXT = {"jpeg": "jpg", "png": "png", None: "jpg"}
+ARCHIVE_EXT = {"jpeg": "jpg", "png": "png"}
 
 
 @dataclass
@@ -283,17 +283,15 @@ class Worker:
         else:
             data = r.value
         sha = hashlib.sha256(data).hexdigest()
-        known = hashes.get(meta.frame_id)
+        known = hashes.get(meta.frame_id)  # stored, or taken by an earlier frame of this batch
         if known is not None and known != sha:
             raise FrameError(
                 f"conflict: frame {meta.frame_id} of camera {meta.camera!r} is already stored with "
                 f"other content (sha256 {known[:12]}, this one {sha[:12]}); a frame id names one image. "
                 "To keep both, ingest the source again under another camera name"
             )
-        fmt = image_format(data)
-        if data and fmt is None:
-            raise FrameError(f"undecodable image: not JPEG or PNG (first bytes {data[:8].hex()})")
         image = decode_image(data, self.max_pixels)
+        fmt = image_format(data)
         h, w = image.shape[:2]
         if (meta.width, meta.height) == (0, 0):
             meta = FrameMeta(meta.frame_id, meta.camera, meta.seq, meta.captured_at, w, h, meta.ref)
@@ -314,6 +312,7 @@ class Worker:
                 log.exception("detector %s failed on frame %s", self.model, meta.frame_id)
                 raise FrameError(f"detector {self.model} failed: {type(e).__name__}: {e}") from None
         del image
+        hashes[meta.frame_id] = sha
         kept = b"" if meta.ref else data  # a claim-checked image is archived already: hold no copy
         return _Result(r, meta, kept, len(data), sha, key, dets, (time.perf_counter() - t0) * 1000)
 
