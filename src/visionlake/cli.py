@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,12 +21,22 @@ from rich.markup import escape
 
 from . import __version__
 from .cli_batch import register as register_batch_commands
-from .cli_common import FormatOpt
+from .cli_common import (
+    FormatOpt,
+    Setting,
+    camera_option,
+    count_option,
+    duration_option,
+    number_option,
+    seconds_option,
+    size_option,
+    time_option,
+)
 from .cli_common import progress_bar as _progress
 from .errors import InputError, SourceUnreachable, VisionlakeError
 from .lake import FRAMES_TOPIC, Lake
-from .limits import DEFAULT_MAX_PIXELS
-from .output import Format, console, err_console, human_bytes, record_out, rows_out
+from .limits import DEFAULT_MAX_PIXELS, DEFAULT_QUERY_MAX_BYTES, MAX_PARTITIONS
+from .output import Format, console, err_console, esc, human_bytes, record_out, rows_out
 
 app = typer.Typer(
     name="visionlake",
@@ -153,10 +164,12 @@ def _check_quality(q: int) -> int:
 def ingest_video(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Video file (any format OpenCV's FFmpeg reads)")],
-    camera: Annotated[str, typer.Option("--camera", help="Camera id the frames are keyed by")],
-    fps: Annotated[float | None, typer.Option(help="Sample to this many frames per second of video")] = None,
+    camera: Annotated[str, camera_option("Camera id the frames are keyed by", "--camera")],
+    fps: Annotated[
+        float | None, number_option("Sample to this many frames per second of video", max=1000)
+    ] = None,
     resize: Annotated[str | None, typer.Option(help="Resize frames to WxH, e.g. 640x480")] = None,
-    quality: Annotated[int, typer.Option(help="JPEG quality 1-100")] = 90,
+    quality: Annotated[int, count_option("JPEG quality 1-100", max=100)] = 90,
     motion: Annotated[bool, typer.Option("--motion", help="Publish only frames with motion")] = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -171,15 +184,15 @@ def ingest_video(
 def ingest_camera(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Device index (0) or rtsp:// / http:// stream URL")],
-    camera: Annotated[str, typer.Option("--camera", help="Camera id the frames are keyed by")],
-    fps: Annotated[float | None, typer.Option(help="Keep at most this many frames per second")] = None,
+    camera: Annotated[str, camera_option("Camera id the frames are keyed by", "--camera")],
+    fps: Annotated[float | None, number_option("Keep at most this many frames per second", max=1000)] = None,
     resize: Annotated[str | None, typer.Option(help="Resize frames to WxH")] = None,
-    quality: Annotated[int, typer.Option(help="JPEG quality 1-100")] = 90,
+    quality: Annotated[int, count_option("JPEG quality 1-100", max=100)] = 90,
     motion: Annotated[bool, typer.Option("--motion", help="Publish only frames with motion")] = False,
-    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames")] = None,
-    open_attempts: Annotated[int, typer.Option(help="Tries to open the stream before giving up")] = 3,
+    max_frames: Annotated[int | None, count_option("Stop after this many frames")] = None,
+    open_attempts: Annotated[int, count_option("Tries to open the stream before giving up", max=1000)] = 3,
     max_reconnects: Annotated[
-        int | None, typer.Option(help="Give up after this many failed reconnects in a row")
+        int | None, count_option("Give up after this many failed reconnects in a row", min=0)
     ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -204,10 +217,12 @@ def ingest_images(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Folder of images, walked recursively")],
     camera: Annotated[
-        str | None, typer.Option("--camera", help="Camera id [default: the folder's name]")
+        str | None, camera_option("Camera id [default: the folder's name]", "--camera")
     ] = None,
     resize: Annotated[str | None, typer.Option(help="Resize images to WxH")] = None,
-    quality: Annotated[int, typer.Option(help="JPEG quality 1-100 for images that need re-encoding")] = 90,
+    quality: Annotated[
+        int, count_option("JPEG quality 1-100 for images that need re-encoding", max=100)
+    ] = 90,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Publish every image of a folder; unreadable files are listed with their reason."""
@@ -268,12 +283,15 @@ def worker(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Exit when no frame arrived for --idle-timeout s")
     ] = False,
-    idle_timeout: Annotated[float, typer.Option(help="Seconds without frames that count as idle")] = 3.0,
-    max_frames: Annotated[int | None, typer.Option(help="Exit after this many frames")] = None,
-    batch_size: Annotated[int, typer.Option(help="Records per poll")] = 8,
-    processes: Annotated[int, typer.Option(help="Run this many worker processes in the group")] = 1,
+    idle_timeout: Annotated[float, seconds_option("Seconds without frames that count as idle")] = 3.0,
+    max_frames: Annotated[int | None, count_option("Exit after this many frames")] = None,
+    batch_size: Annotated[int, count_option("Records per poll", max=1000)] = 8,
+    processes: Annotated[
+        int, count_option("Run this many worker processes in the group", max=256)
+    ] = 1,
     threads: Annotated[
-        int | None, typer.Option(help="OpenCV threads per worker [default: OpenCV's; 1 with --processes]")
+        int | None,
+        count_option("OpenCV threads per worker [default: OpenCV's; 1 with --processes]", max=256),
     ] = None,
     max_pixels: Annotated[
         int,
@@ -383,9 +401,8 @@ def replay(
         print(json.dumps({"replay": stats.as_dict(), "versions": versions}, default=_json_number))
     elif fmt == Format.csv:  # one header and its rows; the run's summary goes to stderr
         err_console.print(
-            f"replay {w.model} {w.model_version} from the {stats.source}: {stats.processed} frames, "
-            f"{stats.detections} detections",
-            markup=False,
+            f"replay {esc(w.model)} {esc(w.model_version)} from the {stats.source}: {stats.processed} "
+            f"frames, {stats.detections} detections"
         )
         rows_out(cols, rows, fmt)
     else:
@@ -419,12 +436,18 @@ def detectors(fmt: FormatOpt = Format.table) -> None:
 def sql(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="One read-only SQL statement")],
-    max_rows: Annotated[int, typer.Option(help="Row cap")] = 1000,
-    timeout: Annotated[float, typer.Option(help="Query time limit in seconds")] = 10.0,
+    max_rows: Annotated[int, count_option("Row cap")] = 1000,
+    timeout: Annotated[float, seconds_option("Query time limit in seconds")] = 10.0,
+    max_bytes: Annotated[
+        int,
+        size_option(
+            "Result size cap, e.g. 16MB: a bigger result is an error, not cut", show_default="64MiB"
+        ),
+    ] = DEFAULT_QUERY_MAX_BYTES,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Query the catalog with SQL (read-only; tables: frames, models, results, detections)."""
-    res = _state(ctx).lake.catalog.query(query, max_rows=max_rows, timeout=timeout)
+    res = _state(ctx).lake.catalog.query(query, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)
     rows_out(res.columns, res.rows, fmt)
     if res.truncated:
         err_console.print(f"[yellow]stopped at the row cap of {max_rows} rows; use --max-rows to see more[/]")
@@ -435,26 +458,25 @@ def search(
     ctx: typer.Context,
     camera: Annotated[str | None, typer.Option(help="Only this camera")] = None,
     label: Annotated[str | None, typer.Option(help="Frames with detections of this label")] = None,
-    min_count: Annotated[int, typer.Option(help="At least this many matching detections")] = 1,
+    min_count: Annotated[int, count_option("At least this many matching detections")] = 1,
     since: Annotated[
-        str | None, typer.Option(help="Captured at or after (ISO 8601 or an age like 2h)")
+        datetime | None, time_option("Captured at or after (ISO 8601 or an age like 2h)")
     ] = None,
-    until: Annotated[str | None, typer.Option(help="Captured before")] = None,
+    until: Annotated[datetime | None, time_option("Captured before")] = None,
     model: Annotated[str | None, typer.Option(help="Results of this model")] = None,
     model_version: Annotated[str | None, typer.Option("--model-version", help="...and this version")] = None,
-    limit: Annotated[int, typer.Option(help="Row cap")] = 100,
+    limit: Annotated[int, count_option("Row cap")] = 100,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Find frames by camera, time and detections, with their archive paths."""
     from .catalog import SearchFilter
-    from .timeutil import parse_time
 
     flt = SearchFilter(
         camera=camera,
         label=label,
         min_count=min_count,
-        since=parse_time(since, "--since") if since else None,
-        until=parse_time(until, "--until") if until else None,
+        since=since,
+        until=until,
         model=model,
         model_version=model_version,
         limit=limit,
@@ -478,15 +500,21 @@ def show(
     from .frames import decode_image
     from .render import draw_detections
 
+    if not cv2.haveImageWriter(str(out)):  # imwrite raises on an unknown extension
+        raise InputError(f"cannot write --out {str(out)!r}: unknown image extension; use .jpg or .png")
     lake = _state(ctx).lake
     row = lake.catalog.frame(frame_id)
     if row is None:
         raise InputError(f"no frame {frame_id!r} in the catalog {lake.catalog.url}")
     image = decode_image(lake.archive.get(row["uri"]))
     dets = lake.catalog.detections_for(frame_id, model)
-    if not cv2.imwrite(str(out), draw_detections(image, dets)):
-        raise InputError(f"cannot write {out}: unknown image extension or unwritable folder")
-    err_console.print(f"wrote {out} with {len(dets)} boxes")
+    try:
+        written = cv2.imwrite(str(out), draw_detections(image, dets))
+    except cv2.error as e:
+        raise InputError(f"cannot write --out {str(out)!r}: {e.err or e}") from None
+    if not written:
+        raise InputError(f"cannot write --out {str(out)!r}: unknown image extension or unwritable folder")
+    err_console.print(f"wrote {esc(out)} with {len(dets)} boxes")
 
 
 @app.command()
@@ -498,7 +526,9 @@ def status(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     if fmt == Format.json:
         print(json.dumps(st, default=str))
         return
-    console.print(f"lake {st['lake']}  log {st['log']}  catalog {st['catalog']}  archive {st['archive']}")
+    console.print(
+        f"lake {esc(st['lake'])}  log {esc(st['log'])}  catalog {esc(st['catalog'])}  archive {esc(st['archive'])}"
+    )
     for key in ("cameras", "topics", "groups", "models"):
         items = st[key]
         cols = list(items[0]) if items else [key]
@@ -563,38 +593,35 @@ def log_create(
     topic: Annotated[str, typer.Argument(help="Topic name")],
     partitions: Annotated[
         int | None,
-        typer.Option(help="Number of partitions (4 for a new topic); an existing topic's can only grow"),
+        count_option(
+            "Number of partitions (4 for a new topic); an existing topic's can only grow", max=MAX_PARTITIONS
+        ),
     ] = None,
     retention: Annotated[
-        str | None, typer.Option(help="Keep records this long, e.g. 7d ('forever': no limit, the default)")
+        Setting | None,
+        duration_option("Keep records this long, e.g. 7d ('forever': no limit, the default)", forever=True),
     ] = None,
     retention_bytes: Annotated[
-        str | None, typer.Option(help="Keep at most this much per partition, e.g. 10GB ('forever': no limit)")
+        Setting | None,
+        size_option("Keep at most this much per partition, e.g. 10GB ('forever': no limit)", forever=True),
     ] = None,
     max_record_bytes: Annotated[
-        str | None, typer.Option(help="Largest record accepted (1MiB for a new topic)")
+        int | None, size_option("Largest record accepted (1MiB for a new topic)")
     ] = None,
 ) -> None:
     """Create a topic; on an existing one, change only the settings given."""
     from .errors import UnknownTopic
     from .log import TopicConfig
-    from .timeutil import parse_duration, parse_size
-
-    def forever(text: str) -> bool:
-        return text.strip().lower() == "forever"
 
     given: dict[str, int | None] = {}
     if partitions is not None:
         given["partitions"] = partitions
     if retention is not None:
-        ms = None if forever(retention) else parse_duration(retention, "--retention").total_seconds() * 1000
-        given["retention_ms"] = None if ms is None else int(ms)
+        given["retention_ms"] = retention.value
     if retention_bytes is not None:
-        given["retention_bytes"] = (
-            None if forever(retention_bytes) else parse_size(retention_bytes, "--retention-bytes")
-        )
+        given["retention_bytes"] = retention_bytes.value
     if max_record_bytes is not None:
-        given["max_record_bytes"] = parse_size(max_record_bytes, "--max-record-bytes")
+        given["max_record_bytes"] = max_record_bytes
     lg = _state(ctx).lake.log
     if given:  # an existing topic keeps every setting not given
         try:
@@ -664,8 +691,8 @@ def log_consume(
     start: Annotated[
         str, typer.Option("--from", help="earliest or latest (for a new group or no group)")
     ] = "earliest",
-    limit: Annotated[int | None, typer.Option(help="Stop after this many records")] = None,
-    timeout: Annotated[float, typer.Option(help="Stop after this many seconds without records")] = 2.0,
+    limit: Annotated[int | None, count_option("Stop after this many records")] = None,
+    timeout: Annotated[float, seconds_option("Stop after this many seconds without records")] = 2.0,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write each value to a file in this folder")
     ] = None,
@@ -728,7 +755,7 @@ def log_consume(
 @app.command()
 def demo(
     ctx: typer.Context,
-    fps: Annotated[float, typer.Option(help="Frames per second sampled from each video")] = 2.0,
+    fps: Annotated[float, number_option("Frames per second sampled from each video", max=1000)] = 2.0,
     resize: Annotated[str | None, typer.Option(help="Frame size WxH [default: native]")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -748,5 +775,5 @@ def main() -> None:
     try:
         app(prog_name="visionlake")
     except VisionlakeError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {esc(e)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_common import FormatOpt, progress_bar
+from .cli_common import FormatOpt, count_option, number_option, progress_bar
 from .errors import InputError
-from .output import Format, console, err_console, human_bytes, rows_out
+from .output import Format, console, err_console, esc, human_bytes, rows_out
 
 dataset_app = typer.Typer(help="Pack image folders and SequenceFiles into datasets.", no_args_is_help=True)
 features_app = typer.Typer(
@@ -27,6 +27,9 @@ vocab_app = typer.Typer(help="Visual vocabularies (k-means centres of descriptor
 classify_app = typer.Typer(help="Train, evaluate and apply bag-of-words classifiers.", no_args_is_help=True)
 bovw_app = typer.Typer(help="The whole bag-of-visual-words chain in one command.", no_args_is_help=True)
 
+#: frames.MAX_SIDE (not imported: it brings OpenCV in at start-up)
+MAX_SIDE = 16384
+
 EngineOpt = Annotated[
     str, typer.Option("--engine", "-e", help="Where to run: local (a process pool) or spark")
 ]
@@ -34,21 +37,26 @@ MasterOpt = Annotated[
     str | None, typer.Option("--master", help="Spark master URL [default: local[*]] (with --engine spark)")
 ]
 ProcessesOpt = Annotated[
-    int | None, typer.Option("--processes", "-p", min=1, help="Local engine processes [default: all cores]")
+    int | None,
+    count_option("Local engine processes [default: all cores]", "--processes", "-p", max=1024),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists")]
 # options shared by the step commands and `bovw run` (each command sets its own default)
 AlgoOpt = Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")]
-MaxKeypointsOpt = Annotated[int, typer.Option(min=0, help="Keep the N strongest keypoints (0 = all)")]
-SizeOpt = Annotated[int, typer.Option(min=0, help="Resize so the longer side is S pixels (0 = as is)")]
-StepOpt = Annotated[int | None, typer.Option(min=1, help="dense-sift grid step in pixels")]
+MaxKeypointsOpt = Annotated[int, count_option("Keep the N strongest keypoints (0 = all)", min=0)]
+SizeOpt = Annotated[
+    int, count_option("Resize so the longer side is S pixels (0 = as is)", min=0, max=MAX_SIDE)
+]
+StepOpt = Annotated[int | None, count_option("dense-sift grid step in pixels", max=MAX_SIDE)]
 RootOpt = Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT (Hellinger) descriptors")]
 PoolingOpt = Annotated[str, typer.Option(help="sum, max or count")]
 AssignOpt = Annotated[str, typer.Option(help="hard (nearest word) or soft (kernel codebook)")]
 NormOpt = Annotated[str, typer.Option(help="l1, l2, power (signed sqrt + l2) or none")]
 PyramidOpt = Annotated[str, typer.Option(help="Spatial pyramid grid sizes, e.g. 1,2")]
 ClassifierOpt = Annotated[str, typer.Option(help="linear-svm or logreg")]
-COpt = Annotated[float, typer.Option("--c", "-C", help="Regularisation constant C")]
+COpt = Annotated[float, number_option("Regularisation constant C", "--c", "-C", max=1e9)]
+#: numpy and scikit-learn take seeds in [0, 2**32)
+SeedOpt = Annotated[int, count_option("Random seed", min=0, max=2**32 - 1)]
 
 
 def register(app: typer.Typer) -> None:
@@ -103,7 +111,9 @@ def _summary(rows: list[tuple[str, Any]], fmt: Format, title: str) -> None:
 def _rejected(rejected: list[Any]) -> None:
     """List every input that could not be used, with its reason, on stderr (never silently dropped)."""
     for r in rejected[:50]:
-        err_console.print(f"[yellow]skipped[/] {r.key}: {r.reason}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]skipped[/] {esc(r.key)}: {esc(r.reason)}", highlight=False, soft_wrap=True
+        )
     if len(rejected) > 50:
         err_console.print(f"[yellow]... and {len(rejected) - 50} more[/]")
 
@@ -154,7 +164,7 @@ def dataset_pack(
 @dataset_app.command("fashion-mnist")
 def dataset_fashion_mnist(
     out_dir: Annotated[str, typer.Argument(help="Folder for train.parquet and test.parquet")],
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images of each split")] = None,
+    limit: Annotated[int | None, count_option("Only the first N images of each split")] = None,
     source: Annotated[
         str | None, typer.Option(help="Folder of the IDX files [default: Debian's dataset-fashion-mnist]")
     ] = None,
@@ -252,12 +262,12 @@ def features_extract(
 def vocab_train(
     features: Annotated[str, typer.Argument(help="Features dataset (from `features extract`)")],
     out: Annotated[str, typer.Argument(help="Output vocabulary (.npz: centres + metadata)")],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of visual words")] = 1000,
-    sample: Annotated[
-        int | None, typer.Option(min=1, help="Train on a random sample of N descriptors")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed + engine = same vocabulary)")] = 0,
-    max_iter: Annotated[int, typer.Option(min=1, help="Most k-means iterations")] = 100,
+    k: Annotated[int, count_option("Number of visual words", "-k", "--k")] = 1000,
+    sample: Annotated[int | None, count_option("Train on a random sample of N descriptors")] = None,
+    seed: Annotated[
+        int, count_option("Random seed (same seed + engine = same vocabulary)", min=0, max=2**32 - 1)
+    ] = 0,
+    max_iter: Annotated[int, count_option("Most k-means iterations", max=100_000)] = 100,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     processes: ProcessesOpt = None,
@@ -309,8 +319,8 @@ def encode(
     pyramid: PyramidOpt = "1",
     sigma: Annotated[
         float | None,
-        typer.Option(
-            help="Soft-assignment bandwidth [default: estimated]; give a test set its training set's"
+        number_option(
+            "Soft-assignment bandwidth [default: estimated]; give a test set its training set's", max=1e9
         ),
     ] = None,
     engine: EngineOpt = "local",
@@ -360,7 +370,7 @@ def classify_train(
     vocab: Annotated[
         str | None, typer.Option(help="The vocabulary BOW was encoded with, if it moved")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    seed: SeedOpt = 0,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     overwrite: OverwriteOpt = False,
@@ -425,7 +435,7 @@ def classify_eval(
     if confusion:
         write_confusion_csv(evaluation, f"{confusion}.csv")
         write_confusion_png(evaluation, f"{confusion}.png")
-        err_console.print(f"confusion matrix: {confusion}.csv, {confusion}.png")
+        err_console.print(f"confusion matrix: {esc(confusion)}.csv, {esc(confusion)}.png")
     _print_evaluation(evaluation, fmt, "evaluation")
 
 
@@ -477,9 +487,9 @@ def bovw_run(
     max_keypoints: MaxKeypointsOpt = 0,
     step: StepOpt = 4,
     root: RootOpt = True,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Vocabulary size")] = 512,
-    sample: Annotated[int | None, typer.Option(min=1, help="Vocabulary trained on N descriptors")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    k: Annotated[int, count_option("Vocabulary size", "-k", "--k")] = 512,
+    sample: Annotated[int | None, count_option("Vocabulary trained on N descriptors")] = 200_000,
+    seed: SeedOpt = 0,
     pooling: PoolingOpt = "sum",
     assign: AssignOpt = "soft",
     norm: NormOpt = "power",
@@ -515,11 +525,13 @@ def bovw_run(
         report = run_bovw(train, test, workdir, config, eng, _progress)
     for split, counts in report.extract.items():
         for r in counts["rejected"]:
-            err_console.print(f"[yellow]skipped[/] {split} {r['key']}: {r['reason']}", highlight=False)
+            err_console.print(
+                f"[yellow]skipped[/] {split} {esc(r['key'])}: {esc(r['reason'])}", highlight=False
+            )
     if fmt == Format.json:
         print(json.dumps(report.to_dict()))
         return
     _print_evaluation(report.evaluation, fmt, f"bovw run ({report.engine})")
     if fmt == Format.table:
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in report.steps.items())
-        console.print(f"accuracy [bold]{report.accuracy:.4f}[/]; {steps}; artefacts in {report.workdir}")
+        console.print(f"accuracy [bold]{report.accuracy:.4f}[/]; {steps}; artefacts in {esc(report.workdir)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,8 +18,9 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import BackendUnavailable, CatalogError, InputError, ModelVersionConflict
+from ..errors import BackendUnavailable, CatalogError, InputError, ModelVersionConflict, QueryError
 from ..frames import FrameMeta
+from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..types import Detections
 from . import schema as S
 
@@ -75,6 +77,50 @@ class QueryResult:
     truncated: bool  # more rows existed than the row cap allowed
 
 
+def check_query_limits(max_rows: int, max_bytes: int, timeout: float) -> None:
+    """The same refusals on every backend (a NaN timeout would never fire on SQLite)."""
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 0:
+        raise QueryError(f"max_rows must be an integer >= 0, got {max_rows!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise QueryError(f"max_bytes must be an integer >= 1, got {max_bytes!r}")
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise QueryError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+
+
+def value_bytes(v: object) -> int:
+    """What a result value counts against the byte cap: its data, and at least 8 bytes (a number)."""
+    if v is None or isinstance(v, int | float):
+        return 8
+    if isinstance(v, bytes | bytearray):
+        n = len(v)
+    elif isinstance(v, str):
+        n = len(v) if v.isascii() else len(v.encode("utf-8", "surrogatepass"))
+    else:
+        n = len(str(v))
+    return max(n, 8)
+
+
+def too_big(max_bytes: int) -> QueryError:
+    cap = f"{max_bytes} bytes" + (f" ({max_bytes / 2**20:.4g} MiB)" if max_bytes >= 2**20 else "")
+    return QueryError(
+        f"query result is larger than the size cap of {cap} and was stopped; select fewer or smaller "
+        "values (a LIMIT, substr()), or raise the cap (--max-bytes)"
+    )
+
+
+class ByteBudget:
+    """Counts a result's bytes row by row and stops at the cap, before the rows pile up in memory."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def add(self, row: Sequence[object]) -> None:
+        self.used += sum(value_bytes(v) for v in row)
+        if self.used > self.max_bytes:
+            raise too_big(self.max_bytes)
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     camera: str | None = None
@@ -128,8 +174,19 @@ class Catalog(abc.ABC):
         """Record (or, with None, forget) where the archive replay `name` is."""
 
     @abc.abstractmethod
-    def query(self, sql: str, *, max_rows: int = 1000, timeout: float = 10.0) -> QueryResult:
-        """Run one read-only statement with a time limit and a row cap."""
+    def query(
+        self,
+        sql: str,
+        *,
+        max_rows: int = 1000,
+        timeout: float = 10.0,
+        max_bytes: int = DEFAULT_QUERY_MAX_BYTES,
+    ) -> QueryResult:
+        """Run one read-only statement with a time limit, a row cap and a byte cap.
+
+        Past `max_rows` the result is cut (`truncated`); past `max_bytes` the query is an error
+        (QueryError), since a cut at a byte count would hand back a part of a row.
+        """
 
     @abc.abstractmethod
     def search(self, flt: SearchFilter) -> QueryResult: ...

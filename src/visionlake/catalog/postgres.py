@@ -45,6 +45,8 @@ big batches; the row lock of the upsert is already there.
   (``DECLARE ... CURSOR FOR <sql>``): the server accepts only a query there (no COPY, SET, DO, CALL,
   data-modifying WITH), the extended protocol refuses a second statement, and ``FETCH max_rows + 1``
   makes the row cap real (an endless result stops at the cap without being computed further);
+  rows come in small batches and count against the byte cap as they arrive, so a huge result stops
+  near the cap (one row is held whole: PostgreSQL limits a value to 1 GB, not less);
   EXPLAIN and SHOW run through the extended protocol too (one statement only);
 - every other command (COPY, SET, RESET, DO, CALL, LOCK, VACUUM, GRANT, BEGIN, PREPARE, LISTEN, ...)
   is refused by its first keyword before anything is sent;
@@ -88,8 +90,9 @@ from ..errors import (
     QueryError,
     ReadOnlyViolation,
 )
+from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..redact import redact_url
-from .base import FrameResult, QueryResult, SqlCatalog
+from .base import ByteBudget, FrameResult, QueryResult, SqlCatalog, check_query_limits
 
 #: URL schemes accepted for this backend
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -332,7 +335,14 @@ class PostgresCatalog(SqlCatalog):
 
         return engine
 
-    def query(self, sql: str, *, max_rows: int = 1000, timeout: float = 10.0) -> QueryResult:
+    def query(
+        self,
+        sql: str,
+        *,
+        max_rows: int = 1000,
+        timeout: float = 10.0,
+        max_bytes: int = DEFAULT_QUERY_MAX_BYTES,
+    ) -> QueryResult:
         import psycopg
 
         if not isinstance(sql, str) or not sql.strip():
@@ -346,9 +356,9 @@ class PostgresCatalog(SqlCatalog):
             raise _refused(command.upper())
         if m := _DENIED_FUNCTIONS.search(sql):
             raise _refused(f"{m.group(1).lower()}(), which acts outside the query,")
-        if max_rows < 0:
-            raise QueryError(f"max_rows must be >= 0, got {max_rows}")
+        check_query_limits(max_rows, max_bytes, timeout)
         ms = max(1, round(timeout * 1000))
+        budget = ByteBudget(max_bytes)
         try:
             fairy = self._queries().raw_connection()
         except sa.exc.DBAPIError as e:
@@ -360,17 +370,25 @@ class PostgresCatalog(SqlCatalog):
         try:
             pg.execute("BEGIN TRANSACTION READ ONLY")
             pg.execute(f"SET LOCAL statement_timeout = {ms}")
+            rows: list = []
             if command in _PLAIN_COMMANDS:
                 cur = pg.cursor()
-                rows = []
                 for row in cur.stream(sql):
                     rows.append(row)
                     if len(rows) > max_rows:
                         break
+                    budget.add(row)
             else:
                 cur = pg.cursor(name=_CURSOR)
                 cur.execute(sql)
-                rows = cur.fetchmany(max_rows + 1) if cur.description else []
+                while cur.description and len(rows) <= max_rows:
+                    batch = cur.fetchmany(min(100, max_rows + 1 - len(rows)))
+                    for row in batch:
+                        rows.append(row)
+                        if len(rows) <= max_rows:
+                            budget.add(row)
+                    if not batch:
+                        break
             columns = [d.name for d in cur.description or []]
         except psycopg.OperationalError as e:
             if not isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.TransactionRollback) and (

@@ -9,6 +9,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from ..errors import BackendUnavailable
+from ..limits import DEFAULT_QUERY_MAX_BYTES
 from .base import QueryResult, SqlCatalog
 from .readonly import run_readonly
 
@@ -45,5 +46,12 @@ class SqliteCatalog(SqlCatalog):
     def _lock_for_migration(self, conn: Connection) -> None:
         pass  # BEGIN IMMEDIATE already holds the write lock
 
-    def query(self, sql: str, *, max_rows: int = 1000, timeout: float = 10.0) -> QueryResult:
-        return run_readonly(self.path, sql, max_rows=max_rows, timeout=timeout)
+    def query(
+        self,
+        sql: str,
+        *,
+        max_rows: int = 1000,
+        timeout: float = 10.0,
+        max_bytes: int = DEFAULT_QUERY_MAX_BYTES,
+    ) -> QueryResult:
+        return run_readonly(self.path, sql, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)

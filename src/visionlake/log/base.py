@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from ..errors import InputError, RecordTooLarge
+from ..limits import MAX_PARTITIONS
 from ..types import Headers, Record, RecordMetadata
 
 OffsetReset = Literal["earliest", "latest"]
@@ -29,6 +30,13 @@ def check_topic_name(name: str) -> str:
     if not TOPIC_NAME.match(name) or name in (".", ".."):
         raise InputError(f"invalid topic name {name!r}: use 1-249 of A-Z a-z 0-9 . _ -")
     return name
+
+
+def check_partitions(name: str, n: int) -> int:
+    """At most MAX_PARTITIONS: every partition costs files and index rows, made up front."""
+    if n > MAX_PARTITIONS:
+        raise InputError(f"topic {name!r}: at most {MAX_PARTITIONS} partitions, got {n}")
+    return n
 
 
 def check_offset_reset(where: str) -> OffsetReset:
@@ -107,6 +115,8 @@ def topic_changes(
         if setting in ("partitions", "max_record_bytes"):
             if isinstance(new, bool) or not isinstance(new, int) or new < 1:
                 raise InputError(f"topic {name!r}: {setting} must be an integer >= 1, got {new!r}")
+            if setting == "partitions":
+                check_partitions(name, new)
         elif new is not None and (isinstance(new, bool) or not isinstance(new, int) or new < 0):
             raise InputError(
                 f"topic {name!r}: {setting} must be an integer >= 0 or None (keep for ever), got {new!r}"

@@ -49,6 +49,7 @@ from .base import (
     TopicInfo,
     Unchanged,
     check_offset_reset,
+    check_partitions,
     check_record_size,
     check_topic_name,
     partition_for,
@@ -217,6 +218,7 @@ class SqliteLog(FrameLog):
         cfg = config or self.default_config
         if cfg.partitions < 1:
             raise InputError(f"topic {name!r}: partitions must be >= 1, got {cfg.partitions}")
+        check_partitions(name, cfg.partitions)
         with self.write(self._conn) as c:
             row = c.execute("SELECT id FROM topics WHERE name=?", (name,)).fetchone()
             if row:
