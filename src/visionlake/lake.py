@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .archive import Archive
-from .catalog import Catalog, open_catalog
 from .config import Settings, load_settings
 from .log import FrameLog, open_log
+
+if TYPE_CHECKING:  # the archive pulls in OpenCV and the catalog SQLAlchemy: only when opened
+    from .archive import Archive
+    from .catalog import Catalog
 
 FRAMES_TOPIC = "frames"
 
@@ -41,10 +44,14 @@ class Lake:
 
     @cached_property
     def catalog(self) -> Catalog:
+        from .catalog import open_catalog
+
         return open_catalog(self.settings.catalog)
 
     @cached_property
     def archive(self) -> Archive:
+        from .archive import Archive
+
         return Archive(self.settings.archive, self.settings.archive_options)
 
     def close(self) -> None:
