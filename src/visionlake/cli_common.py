@@ -124,41 +124,43 @@ def time_option(help: str, *decls: str, **kw: Any) -> Any:
     return typer.Option(*decls, parser=parse, metavar="TIME", help=help, **kw)
 
 
-def duration_option(help: str, *decls: str, forever: bool = False, **kw: Any) -> Any:
-    """A duration such as 30s or 7d, as a Setting of milliseconds ('forever' too if allowed)."""
+def _settable(convert: Any, forever: bool) -> Any:
+    """A parser of `convert(text)`; with `forever`, a Setting, and 'forever' itself as Setting(None)."""
 
     def parse(text: Any) -> Any:
-        from .timeutil import parse_duration
-
         if not isinstance(text, str):
             return text
         if forever and text.strip().lower() == "forever":
             return Setting(None)
         try:
-            return Setting(int(parse_duration(text).total_seconds() * 1000))
+            value = convert(text)
         except InputError as e:
             raise _bad(e) from None
+        return Setting(value) if forever else value
 
-    return typer.Option(*decls, parser=parse, metavar="DURATION", help=help, **kw)
+    return parse
+
+
+def duration_option(help: str, *decls: str, forever: bool = False, **kw: Any) -> Any:
+    """A duration such as 30s or 7d, in milliseconds ('forever' too, as a Setting, if allowed)."""
+
+    def millis(text: str) -> int:
+        from .timeutil import parse_duration
+
+        return int(parse_duration(text).total_seconds() * 1000)
+
+    return typer.Option(*decls, parser=_settable(millis, forever), metavar="DURATION", help=help, **kw)
 
 
 def size_option(help: str, *decls: str, forever: bool = False, **kw: Any) -> Any:
-    """A size such as 512KB or 10GB: an int, or a Setting when 'forever' is allowed."""
+    """A size such as 512KB or 10GB, in bytes ('forever' too, as a Setting, if allowed)."""
 
-    def parse(text: Any) -> Any:
+    def size(text: str) -> int:
         from .timeutil import parse_size
 
-        if not isinstance(text, str):
-            return text
-        if forever and text.strip().lower() == "forever":
-            return Setting(None)
-        try:
-            n = parse_size(text)
-        except InputError as e:
-            raise _bad(e) from None
-        return Setting(n) if forever else n
+        return parse_size(text)
 
-    return typer.Option(*decls, parser=parse, metavar="SIZE", help=help, **kw)
+    return typer.Option(*decls, parser=_settable(size, forever), metavar="SIZE", help=help, **kw)
 
 
 def camera_option(help: str, *decls: str, **kw: Any) -> Any:

@@ -47,18 +47,10 @@ def prepare_replay(
     until = parse_time(end, "--to") if end else None
     if source == "auto":
         source = choose_source(lake, group, topic, restart)
-    if source == "archive":
+    common = dict(group=group, topic=topic, until_idle=True, version=version)
+    if source == "archive":  # a finished archive replay has nothing more coming: stop soon
         reader = ArchiveReader(lake.catalog, group, since=since, until=until, restart=restart)
-        return Worker(
-            lake,
-            detector,
-            group=group,
-            topic=topic,
-            until_idle=True,
-            idle_timeout=0.2,
-            version=version,
-            source=reader,
-        )
+        return Worker(lake, detector, idle_timeout=0.2, source=reader, **common)
     lg = lake.log
     lg.topic_config(topic)  # clear error for a missing topic
     if restart or not lg.group_offsets(group, topic):
@@ -67,20 +59,12 @@ def prepare_replay(
         else:
             offsets = lg.offsets_for_time(topic, int(since.timestamp() * 1000))
         lg.commit_group_offsets(group, topic, offsets)
-    return Worker(
-        lake,
-        detector,
-        group=group,
-        topic=topic,
-        until_idle=True,
-        idle_timeout=2.0,
-        until_ms=int(until.timestamp() * 1000) if until else None,
-        version=version,
-    )
+    until_ms = int(until.timestamp() * 1000) if until else None
+    return Worker(lake, detector, idle_timeout=2.0, until_ms=until_ms, **common)
 
 
 def choose_source(lake: Lake, group: str, topic: str, restart: bool = False) -> str:
-    """ "archive" once the log has dropped records by retention (or the replay began there), else "log"."""
+    """'archive' once the log has dropped records by retention (or the replay began there), else 'log'."""
     if not restart:
         if lake.catalog.replay_cursor(group) is not None:
             return "archive"
