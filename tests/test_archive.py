@@ -25,7 +25,7 @@ import pytest
 from media import sample
 from servers.s3 import _free_ports, s3_filesystem
 
-from visionlake.archive import Archive, escape_segment
+from visionlake.archive import PARTIAL_DIR, PARTIAL_MAX_AGE, Archive, escape_segment
 from visionlake.config import load_settings
 from visionlake.errors import (
     ArchiveConflict,
@@ -658,3 +658,17 @@ def test_producer_and_worker_ride_out_a_paused_s3_server(lake_on_s3, s3_server, 
     )
     assert out["worker"].processed == 4 and out["worker"].dead_lettered == 0
     _assert_frames_on_s3(lake, s3_server, s3_bucket, 4, (320, 240))
+
+
+def test_local_writes_a_killed_process_left_half_done_are_swept_by_age(tmp_path, local_archive, data):
+    # a kill -9 between writing the temporary file and linking it leaves it in .partial
+    partial = tmp_path / "archive" / PARTIAL_DIR
+    stale, fresh = partial / "stale.tmp", partial / "fresh.tmp"
+    stale.write_bytes(data[:100])
+    fresh.write_bytes(data[:100])
+    old = time.time() - PARTIAL_MAX_AGE - 60
+    os.utime(stale, (old, old))
+    uri = local_archive.put(local_archive.key("cam", T0, "f1"), data)
+    Archive(str(tmp_path / "archive"))  # opening the archive sweeps; a write in flight is fresh
+    assert not stale.exists() and fresh.exists()
+    assert files_under(tmp_path / "archive") == sorted([Path(uri), fresh])

@@ -27,6 +27,8 @@ Failures on S3, and the error each becomes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -40,7 +42,14 @@ from typing import Any, TypeVar
 
 import fsspec
 
-from .errors import ArchiveConflict, ArchiveError, BackendUnavailable, ConfigError, MissingDependency
+from .errors import (
+    ArchiveConflict,
+    ArchiveError,
+    ArchiveFull,
+    BackendUnavailable,
+    ConfigError,
+    MissingDependency,
+)
 from .frames import utc
 from .redact import redact_url
 
@@ -49,6 +58,10 @@ log = logging.getLogger("visionlake.archive")
 _SAFE = re.compile(r"[A-Za-z0-9_\-]")
 _FRAME_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 T = TypeVar("T")
+#: Local writes go to this folder first, then are linked into place; `.` cannot start an escaped
+#: camera segment, so no key can land here. What a killed writer leaves is swept after an hour.
+PARTIAL_DIR = ".partial"
+PARTIAL_MAX_AGE = 3600.0
 _LOADER: Any = None  # botocore's data loader, shared by the sessions of all S3 archives
 
 
@@ -232,9 +245,10 @@ class Archive:
         )
         if self.local:
             try:
-                self.fs.makedirs(self.root, exist_ok=True)
+                self.fs.makedirs(f"{self.root}/{PARTIAL_DIR}", exist_ok=True)
             except OSError as e:
                 raise BackendUnavailable(f"cannot create archive directory {self.root}: {e}") from e
+            self._sweep_partial()
         elif self.s3:
             self.fs.retries = 1  # s3fs's own retry layer off: botocore's and ours bound the time
             self._share_service_models()
@@ -263,6 +277,16 @@ class Archive:
         else:
             session.register_component("data_loader", _LOADER)
         self.fs.session = session
+
+    def _sweep_partial(self) -> None:
+        """Remove writes a killed process left half done (older than PARTIAL_MAX_AGE: none in flight)."""
+        folder = f"{self.root}/{PARTIAL_DIR}"
+        cutoff = time.time() - PARTIAL_MAX_AGE
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
 
     # -- keys and URIs ---------------------------------------------------------------------------
 
@@ -303,17 +327,20 @@ class Archive:
                 return uri
             if self.local:  # atomic, and never over another writer's object
                 self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-                self.fs.pipe_file(tmp, data)
+                tmp = f"{self.root}/{PARTIAL_DIR}/{uuid.uuid4().hex}.tmp"
                 try:
+                    self.fs.pipe_file(tmp, data)
                     os.link(tmp, path)
                 except FileExistsError:
                     self._check_same(uri, self.fs.cat_file(path), data)
                 finally:
-                    os.unlink(tmp)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)  # also what a failed write left
             else:  # object stores make one write visible at once
                 self.fs.pipe_file(path, data)
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise ArchiveFull(f"cannot write {uri}: the archive's disk is full ({e.strerror})") from e
             raise ArchiveError(f"cannot write {uri}: {e}") from e
         return uri
 

@@ -124,6 +124,12 @@ class ArchiveConflict(ArchiveError, InputError):
     exit_code = 2
 
 
+class ArchiveFull(ArchiveError, BackendUnavailable):
+    """The archive's disk is full: writers wait for room (a BackendUnavailable) rather than fail."""
+
+    exit_code = 3
+
+
 class UnknownDetector(InputError):
     """No detector plugin of that name is installed."""
 

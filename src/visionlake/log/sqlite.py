@@ -196,17 +196,21 @@ class SqliteLog(FrameLog):
     def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         """One write transaction; the SQLite write lock also serialises segment appends.
 
-        A failed COMMIT (disk full) is rolled back too, so that the connection can be used again.
+        A failed COMMIT (disk full) is rolled back too, so that the connection can be used again, and
+        the database's refusal is a LogWriteFailed: a BackendUnavailable that workers wait out.
         """
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):  # keep the error that got us here
-                    conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):  # keep the error that got us here
+                        conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:  # disk full, I/O error, locked past the timeout
+            raise LogWriteFailed(f"the frame log's database refused a write: {e}") from e
 
     def segment_path(self, topic: str, partition: int, base: int) -> Path:
         return self.root / "data" / topic / str(partition) / f"{base:020d}.seg"
@@ -536,7 +540,7 @@ class SqliteProducer(Producer):
                 return []
             try:
                 out = self._write(batch)
-            except (OSError, sqlite3.Error) as e:
+            except (OSError, sqlite3.Error, LogWriteFailed) as e:
                 raise self._write_failed(e, len(batch)) from e
             with self._lock:
                 del self._pending[: len(batch)]
@@ -546,7 +550,9 @@ class SqliteProducer(Producer):
             self.log.enforce_retention()
         return out
 
-    def _write_failed(self, e: OSError | sqlite3.Error, n: int) -> LogWriteFailed:
+    def _write_failed(self, e: OSError | sqlite3.Error | LogWriteFailed, n: int) -> LogWriteFailed:
+        if isinstance(e, LogWriteFailed) and isinstance(e.__cause__, sqlite3.Error):
+            e = e.__cause__
         if isinstance(e, OSError):
             why = {
                 errno.ENOSPC: "disk full",
@@ -935,10 +941,13 @@ class SqliteConsumer(Consumer):
             return
         self._closed = True
         if self.group is not None:
-            with SqliteLog.write(self.conn) as c:
-                c.execute("DELETE FROM members WHERE grp=? AND member=?", (self.group, self.member_id))
-                c.execute("UPDATE groups SET generation=generation+1 WHERE name=?", (self.group,))
-            log.info("member %s left group %s", self.member_id, self.group)
+            try:
+                with SqliteLog.write(self.conn) as c:
+                    c.execute("DELETE FROM members WHERE grp=? AND member=?", (self.group, self.member_id))
+                    c.execute("UPDATE groups SET generation=generation+1 WHERE name=?", (self.group,))
+                log.info("member %s left group %s", self.member_id, self.group)
+            except LogWriteFailed as e:  # the others expel this member once its process is gone
+                log.warning("member %s could not leave group %s: %s", self.member_id, self.group, e)
         for fd in self._files.values():
             os.close(fd)
         self._files.clear()

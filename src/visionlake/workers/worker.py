@@ -27,7 +27,7 @@ import cv2
 
 from ..catalog import FrameResult
 from ..detectors.base import Detector
-from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError
+from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError, VisionlakeError
 from ..frames import FrameMeta, check_dimensions, decode_image, image_format, iso, meta_from_record
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
 from ..limits import DEFAULT_MAX_PIXELS
@@ -39,6 +39,9 @@ from .checkpoint import Checkpoint
 log = logging.getLogger("visionlake.worker")
 
 ARCHIVE_EXT = {"jpeg": "jpg", "png": "png"}
+#: With --until-idle, how long a member with no partitions waits for an assignment before it stops
+#: (a rebalance after an outage takes seconds; a group with more members than partitions never does).
+UNASSIGNED_GRACE = 20.0
 
 
 @dataclass
@@ -170,6 +173,8 @@ class Worker:
             self.group,
             self.topic,
         )
+        assigned_since: float | None = start
+        delay = self.retry_initial
         try:
             while not self._stop:
                 budget = self.batch_size
@@ -177,20 +182,40 @@ class Worker:
                     budget = min(budget, self.max_frames - self.stats.processed - self.stats.dead_lettered)
                     if budget <= 0:
                         break
-                records = consumer.poll(budget, timeout=0.25)
+                try:
+                    records = consumer.poll(budget, timeout=0.25)
+                except BackendUnavailable as e:  # the log itself is down or full: wait, do not die
+                    self._wait_out(e, delay)
+                    delay = min(delay * 2, self.retry_max)
+                    continue
+                delay = self.retry_initial
                 if not records:
-                    if self.until_idle and time.monotonic() - last_data >= self.idle_timeout:
+                    now = time.monotonic()
+                    # a member between assignments (a rebalance after an outage) is not idle yet: idle
+                    # time counts from its last data or from when it got partitions again
+                    if consumer.assignment():
+                        if assigned_since is None:
+                            assigned_since = now
+                        idle, limit = now - max(last_data, assigned_since), self.idle_timeout
+                    else:
+                        assigned_since = None
+                        idle, limit = now - last_data, max(self.idle_timeout, UNASSIGNED_GRACE)
+                    if self.until_idle and idle >= limit:
                         break
                     continue
-                last_data = time.monotonic()
+                batch_start = time.monotonic()
                 self._handle_with_retry(records, consumer, producer)
-                self.stats.busy_seconds += time.monotonic() - last_data
+                last_data = time.monotonic()  # an outage ridden out in the batch is not idle time
+                self.stats.busy_seconds += last_data - batch_start
                 if self.on_batch is not None:
                     self.on_batch(self.stats)
         finally:
             self.stats.seconds = time.monotonic() - start
-            producer.close()
-            consumer.close()
+            for close in (producer.close, consumer.close):
+                try:
+                    close()
+                except VisionlakeError as e:  # keep the error that got us here, if any
+                    log.warning("worker %s: while closing: %s", self.name, e)
         log.info(
             "worker %s done: %d processed, %d dead-lettered in %.1f s",
             self.name,
@@ -216,12 +241,16 @@ class Worker:
             except BackendUnavailable as e:
                 if self._stop:
                     raise
-                self.stats.retries += 1
-                log.warning("worker %s: %s; retrying the batch in %.1f s", self.name, e, delay)
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline and not self._stop:
-                    time.sleep(0.1)
+                self._wait_out(e, delay, "retrying the batch")
                 delay = min(delay * 2, self.retry_max)
+
+    def _wait_out(self, e: BackendUnavailable, delay: float, what: str = "polling again") -> None:
+        """Log the outage and sleep `delay` seconds, waking at once on a stop request."""
+        self.stats.retries += 1
+        log.warning("worker %s: %s; %s in %.1f s", self.name, e, what, delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self._stop:
+            time.sleep(0.1)
 
     def _handle(self, records: list[Record], producer) -> None:
         """One batch in the only safe order: process, persist, publish, then commit what is durable."""
