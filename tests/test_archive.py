@@ -162,16 +162,17 @@ def files_under(root: Path) -> list[Path]:
 
 
 def count_writes(archive: Archive, monkeypatch) -> list[str]:
-    """Spy on the filesystem's write call (pipe_file locally, s3fs's _pipe_file on S3)."""
+    """Spy on the write call (the archive's own file write locally, s3fs's _pipe_file on S3)."""
     calls: list[str] = []
-    name = "_pipe_file" if archive.s3 else "pipe_file"
-    real = getattr(archive.fs, name)
+    owner = archive.fs if archive.s3 else archive
+    name = "_pipe_file" if archive.s3 else "_write_file"
+    real = getattr(owner, name)
 
     def spy(path, *args, **kwargs):
         calls.append(path)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(archive.fs, name, spy)
+    monkeypatch.setattr(owner, name, spy)
     return calls
 
 

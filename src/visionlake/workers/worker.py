@@ -281,9 +281,9 @@ class Worker:
             except FrameError as e:
                 batch.dead.append((r, e.reason))
                 batch.finished.append(r)
-        ids = [m.frame_id for _, m in parsed]
-        stored = self.lake.catalog.existing_results(ids, self.model, self.model_version)
-        hashes = self.lake.catalog.frame_hashes(ids)
+        hashes = self.lake.catalog.frame_hashes([m.frame_id for _, m in parsed])
+        # results are written with their frame row: only frames already stored can have any
+        stored = self.lake.catalog.existing_results(list(hashes), self.model, self.model_version)
         for n, (r, meta) in enumerate(parsed):
             if self._stop and n > 0:
                 break
