@@ -7,7 +7,7 @@ demo:          ## install everything and run the end-to-end demo on the embedded
 
 test:          ## install everything and run the whole test suite
 	scripts/setup.sh all,test
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=20
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
