@@ -398,40 +398,9 @@ def test_two_groups_at_once_one_member_killed(tmp_path, request):
     lake = Lake(lake=tmp_path / "lake")
     n = publish_cameras(lake, 16)
     lake.catalog  # noqa: B018
-    faces = vl_argv(
-        lake,
-        "worker",
-        "--detector",
-        "haar-face",
-        "--group",
-        "faces",
-        "--batch-size",
-        "2",
-        "--until-idle",
-        "--idle-timeout",
-        "2",
-        "--threads",
-        "1",
-        "--format",
-        "json",
-    )
-    people = vl_argv(
-        lake,
-        "worker",
-        "--detector",
-        "hog-person",
-        "--group",
-        "people",
-        "--batch-size",
-        "2",
-        "--until-idle",
-        "--idle-timeout",
-        "2",
-        "--threads",
-        "1",
-        "--format",
-        "json",
-    )
+    opts = ("--batch-size", "2", "--until-idle", "--idle-timeout", "2", "--threads", "1", "--format", "json")
+    faces = vl_argv(lake, "worker", "--detector", "haar-face", "--group", "faces", *opts)
+    people = vl_argv(lake, "worker", "--detector", "hog-person", "--group", "people", *opts)
     victim_index = rng.randrange(2)
     with (
         OffsetMonitor(log_opener(lake), "faces") as m_faces,

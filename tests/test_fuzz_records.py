@@ -503,7 +503,7 @@ def _drain(lake: Lake, topic: str) -> list[Record]:
     return out
 
 
-@settings(FUZZ, max_examples=20)
+@settings(FUZZ, max_examples=12)
 @given(batch=e2e_records)
 def worker_property(batch):
     with tempfile.TemporaryDirectory(prefix="vl-fuzz-") as tmp, Lake(lake=Path(tmp) / "lake") as lake:
