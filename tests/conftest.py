@@ -23,6 +23,7 @@ def pytest_configure(config) -> None:
 
     set_hypothesis_home_dir(tempfile.mkdtemp(prefix="visionlake-hypothesis-"))
 
+
 #: Frame-log backends the contract suite runs against.
 LOG_BACKENDS = ["sqlite", "kafka"]
 

@@ -216,9 +216,7 @@ def ingest_camera(
 def ingest_images(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="Folder of images, walked recursively")],
-    camera: Annotated[
-        str | None, camera_option("Camera id [default: the folder's name]", "--camera")
-    ] = None,
+    camera: Annotated[str | None, camera_option("Camera id [default: the folder's name]", "--camera")] = None,
     resize: Annotated[str | None, typer.Option(help="Resize images to WxH")] = None,
     quality: Annotated[
         int, count_option("JPEG quality 1-100 for images that need re-encoding", max=100)
@@ -286,9 +284,7 @@ def worker(
     idle_timeout: Annotated[float, seconds_option("Seconds without frames that count as idle")] = 3.0,
     max_frames: Annotated[int | None, count_option("Exit after this many frames")] = None,
     batch_size: Annotated[int, count_option("Records per poll", max=1000)] = 8,
-    processes: Annotated[
-        int, count_option("Run this many worker processes in the group", max=256)
-    ] = 1,
+    processes: Annotated[int, count_option("Run this many worker processes in the group", max=256)] = 1,
     threads: Annotated[
         int | None,
         count_option("OpenCV threads per worker [default: OpenCV's; 1 with --processes]", max=256),
@@ -296,7 +292,9 @@ def worker(
     max_pixels: Annotated[
         int,
         typer.Option(
-            min=1, max=100_000_000, help="Largest frame decoded, in pixels; bigger ones go to the dead letters"
+            min=1,
+            max=100_000_000,
+            help="Largest frame decoded, in pixels; bigger ones go to the dead letters",
         ),
     ] = DEFAULT_MAX_PIXELS,
     fmt: FormatOpt = Format.table,
@@ -440,9 +438,7 @@ def sql(
     timeout: Annotated[float, seconds_option("Query time limit in seconds")] = 10.0,
     max_bytes: Annotated[
         int,
-        size_option(
-            "Result size cap, e.g. 16MB: a bigger result is an error, not cut", show_default="64MiB"
-        ),
+        size_option("Result size cap, e.g. 16MB: a bigger result is an error, not cut", show_default="64MiB"),
     ] = DEFAULT_QUERY_MAX_BYTES,
     fmt: FormatOpt = Format.table,
 ) -> None:
