@@ -1,10 +1,10 @@
-"""Bag-of-words coding: descriptors/s of `BowEncoder.transform` vs seed 002's per-descriptor loop.
+"""Bag-of-words coding: descriptors/s of `BowEncoder.transform` vs a naive per-descriptor loop.
 
 Descriptors: SIFT of real photo crops (320x240, see batch_extract.py), extracted by the local engine;
 300 crops (~130,000 descriptors), 120 with --quick. Vocabulary: k=1000 of those descriptors drawn at
 random as centres (what k-means starts from; how the centres were found does not change coding speed).
 
-Baseline: seed 002's `assign_pooling`, as published: per image a new MLlib `KMeansModel`, the
+Baseline: a naive `assign_pooling`, as a first Spark port writes it: per image a new MLlib `KMeansModel`, the
 descriptors as float64, and for each descriptor `model.predict(x)` (a Python loop over the 1000
 centres computing squared distances) then `scipy.spatial.distance.euclidean` to the winner, summed
 into the bin. It is far too slow to run on everything, so it runs on the first images until
@@ -115,7 +115,7 @@ def run(quick: bool, tmp: Path) -> list[dict]:
             if done >= BASELINE_DESCRIPTORS:
                 break
             part = s.descriptors[: BASELINE_DESCRIPTORS - done]
-            rows = part.astype(np.float64).tolist()  # seed 002 stored float64 lists
+            rows = part.astype(np.float64).tolist()  # the naive code stores float64 lists
             if not rows:
                 continue
             t = time.perf_counter()
@@ -124,7 +124,7 @@ def run(quick: bool, tmp: Path) -> list[dict]:
             ours, _ = nearest_centres(part.astype(np.float32), vocab.centers)
             agree += int(np.sum(np.asarray(ours) == np.asarray(assigned)))
             done += len(rows)
-        say(f"encode: seed 002 loop {done / base_s:.0f} descriptors/s on {done} descriptors")
+        say(f"encode: per-descriptor loop {done / base_s:.0f} descriptors/s on {done} descriptors")
 
         engine.start()
         report = engine.encode(features, encoder, str(tmp / "bow.parquet"))
@@ -136,7 +136,7 @@ def run(quick: bool, tmp: Path) -> list[dict]:
             "batch_encode_transform",
             ours_rate,
             "descriptors/s",
-            "seed 002's assign_pooling: per descriptor MLlib KMeansModel.predict (Python loop over k=1000 "
+            "a naive assign_pooling: per descriptor MLlib KMeansModel.predict (Python loop over k=1000 "
             f"centres) + scipy euclidean, float64 (timed on {done} descriptors, rate extrapolated)",
             base_rate,
             target=TARGET_RATIO,

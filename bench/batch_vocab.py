@@ -10,7 +10,7 @@ some descriptors recur across crops (the augmentation that reaches 1M from 64 ph
 Timed: `LocalEngine.train_vocabulary(features, k=1000, sample=N, seed=0)`, the whole call: reading the
 descriptors from Parquet, sampling and k-means (`visionlake.batch.vocabulary`).
 
-Baseline, in the same run on the same N descriptors: seed 002's recipe, Lloyd's k-means from k random
+Baseline, in the same run on the same N descriptors: the plain recipe, Lloyd's k-means from k random
 centres for 10 iterations (MLlib `KMeans.train(maxIterations=10, initializationMode="random")`), here
 as scikit-learn `KMeans(init="random", n_init=1, max_iter=10, algorithm="lloyd")` on the same cores.
 Both vocabularies are scored by the quantisation error (mean squared distance of every descriptor to
@@ -80,14 +80,14 @@ def run(quick: bool, tmp: Path) -> list[dict]:
     seed002.fit(descriptors)
     base_s = time.perf_counter() - t
     base_error = quantization_error(descriptors, seed002.cluster_centers_)
-    say(f"vocab: seed 002 recipe in {base_s:.1f} s")
+    say(f"vocab: plain recipe in {base_s:.1f} s")
 
     return [
         emit(
             "batch_vocab_local",
             local_s,
             "s",
-            "seed 002's recipe on the same descriptors: Lloyd k-means from random centres, 10 iterations "
+            "the plain recipe on the same descriptors: Lloyd k-means from random centres, 10 iterations "
             "(scikit-learn KMeans init='random', n_init=1, max_iter=10)",
             base_s,
             target=TARGET_SECONDS,

@@ -1,6 +1,6 @@
 """Shared helpers of the benchmarks: JSON-lines output, timing, percentiles, real JPEG frames.
 
-Every benchmark prints one JSON object per line on stdout (DESIGN.md, "Benchmarks")::
+Every benchmark prints one JSON object per line on stdout::
 
     {"metric": ..., "value": x, "unit": ..., "baseline": ..., "baseline_value": y, "ratio": x / y, ...}
 

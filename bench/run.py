@@ -1,4 +1,4 @@
-"""Run the visionlake benchmarks; prints one JSON object per line (DESIGN.md, "Benchmarks").
+"""Run the visionlake benchmarks; prints one JSON object per line.
 
     python bench/run.py [--quick] [--only NAME ...]
 

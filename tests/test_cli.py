@@ -400,3 +400,12 @@ def test_error_messages_print_brackets_verbatim(tmp_path, lake):
     proc = run(tmp_path, lake, "ingest", "images", folder)
     assert proc.returncode == 2, proc.stderr
     assert str(folder) in error(proc)
+
+
+def test_version_needs_no_command(tmp_path):
+    out = run(tmp_path, tmp_path / "lake", "--version")
+    assert out.returncode == 0, out.stderr
+    from visionlake import __version__
+
+    assert out.stdout.strip() == f"visionlake {__version__}"
+    assert not (tmp_path / "lake").exists()  # nothing opened, nothing created

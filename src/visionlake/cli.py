@@ -79,6 +79,13 @@ def _state(ctx: typer.Context) -> State:
     return ctx.find_root().obj
 
 
+def _print_version(value: bool) -> None:
+    """Eager, so that `visionlake --version` needs no command."""
+    if value:
+        print(f"visionlake {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -98,11 +105,11 @@ def main_options(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="-v: what happens; -vv: debug")
     ] = 0,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit"),
+    ] = False,
 ) -> None:
-    if version:
-        print(f"visionlake {__version__}")
-        raise typer.Exit()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(
         level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)]

@@ -1,4 +1,4 @@
-"""The frame record wire format (DESIGN.md): JPEG value, camera key, `vl-*` headers.
+"""The frame record wire format: JPEG value, camera key, `vl-*` headers.
 
 Any Kafka client can read a frame with `cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_COLOR)`;
 the headers only add what a JPEG cannot carry. Records from plain producers (no headers) still work:

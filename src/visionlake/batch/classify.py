@@ -1,4 +1,4 @@
-"""Classifiers on bags of visual words (the TODO of seed 002) and their evaluation.
+"""Classifiers on bags of visual words and their evaluation.
 
 Linear models are the classic match for bag-of-words histograms: with power (Hellinger) normalisation a
 linear SVM behaves like a kernel SVM on the raw histograms, and it trains on 60,000 images in minutes.

@@ -1,6 +1,6 @@
 """bovw-classifier: a trained bag-of-visual-words model (`visionlake classify train`) as a detector.
 
-It labels whole frames (the bird-feeder camera of seed 000: "bird" or "empty"), so each frame gets one
+It labels whole frames (a bird-feeder camera: "bird" or "empty"), so each frame gets one
 detection whose box is the whole image, whose label is the predicted class and whose score is the
 class probability (logreg) or the SVM margin. Frames scoring below `min_score` get no detection;
 `ignore` lists classes that are never reported (e.g. a background class).

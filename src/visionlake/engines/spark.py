@@ -1,6 +1,6 @@
 """The Spark engine: the batch steps as pyspark jobs (local mode or a cluster, chosen by `master`).
 
-This is seed 002's workflow with its faults fixed: images come from a Parquet image dataset or a Hadoop
+The bag-of-visual-words workflow on Spark: images come from a Parquet image dataset or a Hadoop
 SequenceFile (key = relative path, so the label survives), the estimator is broadcast once instead of
 being rebuilt per row, descriptors are stored as float32/uint8 bytes (not float64 lists), images with
 no keypoints keep their row, unreadable images are reported with their reason instead of vanishing,

@@ -51,7 +51,7 @@ class IngestStats:
 
 
 class FramePublisher:
-    """Turns `CapturedFrame`s of one camera into frame records (DESIGN.md's wire format)."""
+    """Turns `CapturedFrame`s of one camera into frame records (the wire format of docs/architecture.md)."""
 
     def __init__(
         self, lake: Lake, camera: str, topic: str = FRAMES_TOPIC, quality: int = 90, linger: float = 0.05

@@ -22,7 +22,7 @@ OffsetReset = Literal["earliest", "latest"]
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 DEFAULT_PARTITIONS = 4
-DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # the 1 MiB sweet spot of seed 000
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # 1 MiB: Kafka's default, and the usual sweet spot for record size
 
 
 def check_topic_name(name: str) -> str:
