@@ -27,6 +27,7 @@ from media import sample
 from visionlake.catalog import FrameResult, open_catalog
 from visionlake.cli import app
 from visionlake.frames import FrameMeta, make_frame_id
+from visionlake.lake import Lake
 from visionlake.types import Detections
 
 
@@ -54,9 +55,18 @@ def error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def make_lake(root: Path) -> None:
+    """An empty lake, as the first ingest leaves it (read-only commands refuse a path with none)."""
+    with Lake(lake=root) as lk:
+        lk.log.ensure_topic("frames")
+        lk.catalog  # noqa: B018 - creates the catalog
+
+
 def records(cwd: Path, lake: Path) -> dict[str, int]:
-    """Records per topic, from `log topics --format json`."""
+    """Records per topic, from `log topics --format json` ({} when no lake was ever made there)."""
     proc = run(cwd, lake, "log", "topics", "--format", "json")
+    if proc.returncode == 2 and "no lake at" in proc.stderr and not lake.exists():
+        return {}
     assert proc.returncode == 0, proc.stderr
     out: dict[str, int] = {}
     for row in json.loads(proc.stdout):
@@ -118,6 +128,7 @@ def test_help_of_groups_and_commands(tmp_path, lake, args, expected):
 HELP_ALL = """
 import contextlib, io, json, sys
 from visionlake.cli import app
+from visionlake.lake import Lake
 out = {}
 for path in json.loads(sys.argv[1]):
     buf = io.StringIO()
@@ -236,6 +247,7 @@ def test_log_create_changes_only_the_given_settings(tmp_path, lake):
 
 
 def test_show_unknown_frame(tmp_path, lake):
+    make_lake(lake)
     proc = run(tmp_path, lake, "show", "unknownid", "-o", tmp_path / "x.jpg")
     assert proc.returncode == 2, proc.stderr
     assert "unknownid" in error(proc)
@@ -409,3 +421,28 @@ def test_version_needs_no_command(tmp_path):
 
     assert out.stdout.strip() == f"visionlake {__version__}"
     assert not (tmp_path / "lake").exists()  # nothing opened, nothing created
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status",),
+        ("sql", "SELECT 1"),
+        ("search",),
+        ("log", "topics"),
+        ("log", "groups"),
+        ("show", "abc", "-o", "x.jpg"),
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_read_only_commands_refuse_a_path_with_no_lake(tmp_path, args):
+    typo = tmp_path / "visionlake-dat"
+    proc = run(tmp_path, typo, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert f"no lake at {typo}" in error(proc)
+    assert not typo.exists()  # nothing made on the way
+    (tmp_path / "empty").mkdir()
+    proc = run(tmp_path, tmp_path / "empty", *args)
+    assert proc.returncode == 2 and "holds no frame log and no catalog" in error(proc)
+    make_lake(tmp_path / "real")
+    assert run(tmp_path, tmp_path / "real", *args).returncode in (0, 2 if args[0] == "show" else 0)

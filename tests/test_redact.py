@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from visionlake.errors import ConfigError
 from visionlake.ingest import CameraSource
+from visionlake.lake import Lake
 from visionlake.redact import MASK, is_sensitive_param, redact_url
 
 # --- the helper --------------------------------------------------------------------------------
@@ -177,6 +178,8 @@ def test_cli_kafka_log_with_password_hides_it(tmp_path: Path) -> None:
 def test_cli_status_hides_archive_credentials(tmp_path: Path) -> None:
     # fsspec's in-memory filesystem stands for a remote archive (ftp://user:pw@..., https://...?sig=)
     archive = "memory://user:pw9secret@host/archive?token=tk9secret"
+    with Lake(lake=tmp_path / "lake") as lk:
+        lk.catalog  # noqa: B018 - an (empty) lake to show
     for fmt in ("table", "json"):
         proc = _cli(tmp_path, "--archive", archive, "status", "--format", fmt)
         assert proc.returncode == 0, proc.stderr

@@ -79,6 +79,28 @@ def _state(ctx: typer.Context) -> State:
     return ctx.find_root().obj
 
 
+def _existing_lake(ctx: typer.Context) -> Lake:
+    """The lake of a command that only reads. A path that holds no lake is an error here, not a new
+    empty lake: a mistyped --lake would otherwise report zeros as if all were well."""
+    lake = _state(ctx).lake
+    s = lake.settings
+    embedded = [p for p in (_sqlite_path(s.log, "sqlite://"), _sqlite_path(s.catalog, "sqlite:///")) if p]
+    if len(embedded) == 2 and not any(p.exists() for p in embedded):
+        where = "it does not exist" if not s.lake.exists() else "it holds no frame log and no catalog"
+        raise InputError(
+            f"no lake at {s.lake}: {where}; check --lake or VISIONLAKE_HOME "
+            "(ingest, worker and demo create a lake; this command only reads one)"
+        )
+    return lake
+
+
+def _sqlite_path(url: str, prefix: str) -> Path | None:
+    """The file or folder of an embedded backend's URL, None for a server."""
+    if url.startswith(prefix):
+        return Path(url[len(prefix) :])
+    return Path(url) if "://" not in url else None
+
+
 def _print_version(value: bool) -> None:
     """Eager, so that `visionlake --version` needs no command."""
     if value:
@@ -450,7 +472,7 @@ def sql(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Query the catalog with SQL (read-only; tables: frames, models, results, detections)."""
-    res = _state(ctx).lake.catalog.query(query, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)
+    res = _existing_lake(ctx).catalog.query(query, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)
     rows_out(res.columns, res.rows, fmt)
     if res.truncated:
         err_console.print(f"[yellow]stopped at the row cap of {max_rows} rows; use --max-rows to see more[/]")
@@ -484,7 +506,7 @@ def search(
         model_version=model_version,
         limit=limit,
     )
-    res = _state(ctx).lake.catalog.search(flt)
+    res = _existing_lake(ctx).catalog.search(flt)
     rows_out(res.columns, res.rows, fmt, title=f"{len(res.rows)} frames")
     if res.truncated:
         err_console.print(f"[yellow]more frames match; showing the first {limit} (--limit)[/]")
@@ -505,7 +527,7 @@ def show(
 
     if not cv2.haveImageWriter(str(out)):  # imwrite raises on an unknown extension
         raise InputError(f"cannot write --out {str(out)!r}: unknown image extension; use .jpg or .png")
-    lake = _state(ctx).lake
+    lake = _existing_lake(ctx)
     row = lake.catalog.frame(frame_id)
     if row is None:
         raise InputError(f"no frame {frame_id!r} in the catalog {lake.catalog.url}")
@@ -525,7 +547,7 @@ def status(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     """Cameras, topics, consumer groups with lag, and frames processed per model version."""
     from .status import lake_status
 
-    st = lake_status(_state(ctx).lake)
+    st = lake_status(_existing_lake(ctx))
     if fmt == Format.json:
         print(json.dumps(st, default=str))
         return
@@ -545,7 +567,7 @@ def status(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
 def log_topics(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     """Topics with partitions, record counts, bytes and settings."""
     rows = []
-    for t in _state(ctx).lake.log.topics():
+    for t in _existing_lake(ctx).log.topics():
         for p in t.partitions:
             rows.append(
                 [
@@ -582,7 +604,7 @@ def log_topics(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
 def log_groups(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     """Consumer groups: members, committed offsets and lag per partition."""
     rows = []
-    for g in _state(ctx).lake.log.groups():
+    for g in _existing_lake(ctx).log.groups():
         for p in g.partitions:
             rows.append([g.group, p.topic, p.partition, p.committed, p.end_offset, p.lag, p.owner or ""])
         if not g.partitions:
@@ -706,7 +728,7 @@ def log_consume(
 
     if start not in ("earliest", "latest"):
         raise InputError(f"--from must be earliest or latest, got {start!r}")
-    lg = _state(ctx).lake.log
+    lg = _existing_lake(ctx).log
     lg.topic_config(topic)  # a clear error for an unknown topic
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
