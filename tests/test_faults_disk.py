@@ -13,7 +13,9 @@ Each test prints ``seed=N``; ``VISIONLAKE_FAULT_SEED=N`` replays its schedule.
 from __future__ import annotations
 
 import json
+import re
 import resource
+import signal
 import time
 
 import pytest
@@ -195,10 +197,22 @@ def test_worker_started_on_a_full_log_disk_says_so_and_exits_3(tmp_path, small_f
         tmp_path / "procs",
         "worker",
     )
+    # Depending on the few bytes left, the worker cannot even join (exit 3 at once), or it joins and
+    # waits for room, saying so at each retry; asked to stop while waiting, it exits 3 as well.
+    wait_for(
+        lambda: worker.poll() is not None or "retrying" in worker.stderr(),
+        60,
+        "the worker to stop, or to wait for room on the log's disk",
+    )
+    if worker.poll() is None:
+        worker.proc.send_signal(signal.SIGTERM)
     rc = worker.wait(60)
     err = worker.stderr()
     no_traceback(err, "a worker started on a full log disk")
     assert rc == 3 and "frame log" in err, f"exit code {rc}:\n{err[-2000:]}"
+    # a retried batch queues its events once, not once more at each retry
+    queued = [int(n) for n in re.findall(r"the (\d+) queued records are kept", err)]
+    assert len(set(queued)) <= 1, queued
 
 
 # --- the archive's disk ----------------------------------------------------------------------------

@@ -210,7 +210,9 @@ class SqliteLog(FrameLog):
                         conn.execute("ROLLBACK")
                 raise
         except sqlite3.OperationalError as e:  # disk full, I/O error, locked past the timeout
-            raise LogWriteFailed(f"the frame log's database refused a write: {e}") from e
+            full = getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            why = "disk full" if full else "its database refused a write"
+            raise LogWriteFailed(f"cannot write to the frame log: {why} ({e})") from e
 
     def segment_path(self, topic: str, partition: int, base: int) -> Path:
         return self.root / "data" / topic / str(partition) / f"{base:020d}.seg"

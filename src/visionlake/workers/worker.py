@@ -234,6 +234,7 @@ class Worker:
         idempotent, so a retry (or a stop during the outage) loses nothing and counts nothing twice.
         """
         delay = self.retry_initial
+        self._queued = False  # this batch's events and dead letters are not in the producer yet
         while True:
             try:
                 self._handle(records, producer)
@@ -375,7 +376,14 @@ class Worker:
         batch.rows = rows
 
     def _publish(self, batch: _Batch, producer) -> None:
-        """Detection events and dead letters, flushed before anything is committed."""
+        """Detection events and dead letters, flushed before anything is committed.
+
+        A producer keeps what a failed flush could not write, so a retried batch only flushes again:
+        queueing its events a second time would publish them twice.
+        """
+        if self._queued:
+            producer.flush()
+            return
         det_topic, dead_topic = detections_topic(self.topic), dlq_topic(self.topic)
         for row in batch.rows:
             event = self._event(row)
@@ -388,6 +396,7 @@ class Worker:
         for r, reason in batch.dead:
             producer.send(dead_topic, r.value, key=r.key, headers=_dlq_headers(r, reason, self.model))
             log.warning("dead-lettered %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)
+        self._queued = True
         producer.flush()
 
     def _count(self, batch: _Batch) -> None:
