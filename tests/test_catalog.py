@@ -28,6 +28,7 @@ from servers.postgres import create_password_role
 from visionlake.archive import Archive
 from visionlake.catalog import FrameResult, SearchFilter, open_catalog
 from visionlake.errors import (
+    AmbiguousFrameId,
     BackendUnavailable,
     CatalogError,
     ConfigError,
@@ -36,6 +37,7 @@ from visionlake.errors import (
     ModelVersionConflict,
     QueryError,
     ReadOnlyViolation,
+    UnknownFrame,
 )
 from visionlake.frames import FrameMeta, make_frame_id
 from visionlake.types import Detections
@@ -1185,3 +1187,49 @@ def test_a_version_1_catalog_is_upgraded_in_place(catalog_url, store, filled, ca
         again.close()
     assert store.rows(data) == before == [(5, 7, 8)]
     assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]
+
+
+# --- one frame: ids by prefix, one version per model ---------------------------------------------
+
+
+def test_a_frame_is_found_by_a_unique_prefix_of_its_id(catalog, filled):
+    a1 = filled["a"][1].frame_id
+    assert catalog.resolve_frame_id(a1) == a1
+    assert catalog.resolve_frame_id(a1[:8]) == a1
+    with pytest.raises(UnknownFrame, match="4 characters"):
+        catalog.resolve_frame_id(a1[:3])
+    with pytest.raises(UnknownFrame, match="starts with"):
+        catalog.resolve_frame_id("zzzz")
+
+
+def test_a_prefix_two_frames_share_is_refused_naming_both(catalog):
+    seen: dict[str, FrameMeta] = {}
+    for seq in range(100_000):  # two ids with the same first 4 characters (birthday: ~300 tries)
+        m = meta("cam", seq)
+        if m.frame_id[:4] in seen:
+            pair = [seen[m.frame_id[:4]], m]
+            break
+        seen[m.frame_id[:4]] = m
+    catalog.write_results([result(m) for m in pair])
+    with pytest.raises(AmbiguousFrameId) as e:
+        catalog.resolve_frame_id(pair[0].frame_id[:4])
+    assert all(m.frame_id in str(e.value) for m in pair)
+
+
+def test_a_frames_detections_are_of_each_models_newest_version_unless_one_is_chosen(catalog):
+    m = meta("cam", 7)
+    face = ("face", 0.9, (10, 20, 50, 80))
+    catalog.ensure_model("haar-face", "1", {"min_neighbors": 5})
+    catalog.write_results([result(m, dets(face))])
+    catalog.ensure_model("haar-face", "2", {"min_neighbors": 3})
+    catalog.write_results([result(m, dets(face, face), version="2")])
+    catalog.ensure_model("hog-person", "1", {})
+    catalog.write_results([result(m, dets(("person", 0.5, (0, 0, 9, 9))), model="hog-person")])
+
+    def drawn(**kw: str) -> list[tuple[str, str]]:
+        return [(d["model"], d["model_version"]) for d in catalog.detections_for(m.frame_id, **kw)]
+
+    assert drawn() == [("haar-face", "2"), ("haar-face", "2"), ("hog-person", "1")]
+    assert drawn(model_version="1") == [("haar-face", "1"), ("hog-person", "1")]
+    assert drawn(model="haar-face", model_version="1") == [("haar-face", "1")]
+    assert drawn(model="haar-face", model_version="9") == []

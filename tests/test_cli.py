@@ -383,7 +383,7 @@ def test_log_consume_writes_readable_jpegs(ingested):
     for f in files:
         image = cv2.imread(str(f))
         assert isinstance(image, np.ndarray) and image.shape in sizes
-        headers = json.loads(next(r["headers"] for r in rows if r["file"] == str(f)))
+        headers = next(r["headers"] for r in rows if r["file"] == str(f))  # an object, not a string
         assert headers["vl-camera"] == "shop" and headers["content-type"] == "image/jpeg"
         assert (int(headers["vl-width"]), int(headers["vl-height"])) == (image.shape[1], image.shape[0])
 

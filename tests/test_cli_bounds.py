@@ -79,7 +79,7 @@ CASES = [
     (["search", "--min-count", "0"], "--min-count"),
     (["worker", "-d", "haar-face", "--idle-timeout", "inf", "--until-idle"], "--idle-timeout"),
     (["worker", "-d", "haar-face", "--batch-size", "0", "--until-idle"], "--batch-size"),
-    (["log", "consume", "frames", "--timeout", "nan"], "--timeout"),
+    (["log", "consume", "frames", "--idle-timeout", "nan"], "--idle-timeout"),
     (["log", "consume", "frames", "--limit", "0"], "--limit"),
     (["ingest", "video", "{video}", "--camera", "c", "--fps", "0"], "--fps"),
     (["ingest", "video", "{video}", "--camera", "c", "--quality", "101"], "--quality"),

@@ -50,13 +50,33 @@ def check_summary(summary: dict) -> None:
         assert w["processed"] == total and w["dead_lettered"] == 0
         assert w["per_camera"] == ingested
     (per_model, faces) = summary["queries"]
-    rows = {(r[0], r[1]): r[2] for r in per_model["rows"]}
+    rows = {(r[0], r[1]): r[3] for r in per_model["rows"]}  # camera, model, version, frames
     assert rows == {(c, m): ingested[c] for c in CAMERAS for m in workers}
     assert faces["rows"], "the Megamind camera shows faces"
 
 
 def test_demo_on_the_embedded_defaults(tmp_path):
-    check_summary(run_demo(tmp_path / "lake"))
+    summary = run_demo(tmp_path / "lake")
+    check_summary(summary)
+    # the demo films "now": the README's `search --since 2h` finds its frames, and the top face's
+    # id prefix printed after "Next:" opens that frame
+    found = subprocess.run(
+        [sys.executable, "-m", "visionlake", "--lake", str(tmp_path / "lake"), "search", "--label", "face"]
+        + ["--since", "2h", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 0 and json.loads(found.stdout), found.stderr
+    top = summary["queries"][1]["rows"][0][0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "visionlake", "--lake", str(tmp_path / "lake"), "show", top[:12]]
+        + ["-o", str(tmp_path / "face.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and top in shown.stderr, shown.stderr
 
 
 def test_demo_on_kafka_postgres_and_s3(tmp_path, kafka_server, postgres_url, s3_server, s3_bucket):

@@ -111,7 +111,7 @@ def test_replay_cli_says_which_source_it_read(trimmed):
     lake = trimmed
     out = subprocess.run(
         [sys.executable, "-m", "visionlake", "--lake", str(lake.root), "replay", "--detector", "haar-face"]
-        + ["--version", "2", "--format", "json"],
+        + ["--model-version", "2", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -125,7 +125,7 @@ def test_replay_cli_reads_the_source_it_is_told(trimmed):
     lake = trimmed
     base = [sys.executable, "-m", "visionlake", "--lake", str(lake.root), "replay", "--detector", "haar-face"]
     out = subprocess.run(
-        [*base, "--version", "3", "--source", "log", "--format", "csv"],
+        [*base, "--model-version", "3", "--source", "log", "--format", "csv"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -92,7 +92,7 @@ def test_worker_end_to_end(lake):
             events += [json.loads(r.value) for r in got]
     assert len(events) == n
     assert {"frame_id", "camera", "model", "model_version", "detections", "latency_ms"} <= set(events[0])
-    (g,) = [g for g in lake.log.groups() if g.group == default_group("hog-person", "1")]
+    (g,) = [g for g in lake.log.groups() if g.group == default_group("hog-person", "2")]
     assert g.lag == 0
 
 
@@ -166,7 +166,7 @@ def test_reprocessing_reuses_results_and_changes_nothing(lake):
     publish(lake, "vtest", 10)
     Worker(lake, load_detector("hog-person"), until_idle=True, idle_timeout=0.5).run()
     before = lake.catalog.query("SELECT frame_id, n_detections FROM results ORDER BY 1").rows
-    group = default_group("hog-person", "1")
+    group = default_group("hog-person", "2")
     lake.log.commit_group_offsets(group, "frames", {p: 0 for p in range(4)})  # as if never committed
     again = Worker(lake, load_detector("hog-person"), until_idle=True, idle_timeout=0.5).run()
     assert again.processed == 10 and again.reused == 10
@@ -209,7 +209,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(l
     stats = json.loads(out.stdout)
     assert stats["processed"] >= n - done_before
     assert_exactly_once(lake, n, "hog-person")
-    (g,) = [g for g in lake.log.groups() if g.group == "hog-person.1"]
+    (g,) = [g for g in lake.log.groups() if g.group == "hog-person.2"]
     assert g.lag == 0 and not g.members
 
 
@@ -227,7 +227,7 @@ def test_sigterm_finishes_the_frame_commits_and_exits_0(lake):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     stats = json.loads(out)
-    committed = sum(lake.log.group_offsets("hog-person.1", "frames").values())
+    committed = sum(lake.log.group_offsets("hog-person.2", "frames").values())
     assert committed == stats["processed"] == results_count(lake) < 200
 
 
@@ -296,7 +296,7 @@ def test_replay_cli_json_and_csv_are_machine_readable(lake):
     publish(lake, "vtest", 6)
     Worker(lake, load_detector("haar-face"), until_idle=True, idle_timeout=0.5).run()
     lake.catalog  # noqa: B018
-    args = ("replay", "--detector", "haar-face", "--version", "2", "-p", "min_neighbors=3")
+    args = ("replay", "--detector", "haar-face", "--model-version", "2", "-p", "min_neighbors=3")
     out = subprocess.run(cli(lake, *args, "--format", "json"), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)

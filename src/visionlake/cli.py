@@ -17,88 +17,44 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
-from rich.markup import escape
+from rich.text import Text
 
 from . import __version__
 from .cli_batch import register as register_batch_commands
 from .cli_common import (
     FormatOpt,
     Setting,
+    State,
     camera_option,
+    command_group,
     count_option,
     duration_option,
+    existing_lake,
     number_option,
     seconds_option,
     size_option,
     time_option,
 )
 from .cli_common import progress_bar as _progress
-from .errors import InputError, SourceUnreachable, VisionlakeError
-from .lake import FRAMES_TOPIC, Lake
+from .errors import InputError, SourceUnreachable, UnknownFrame, VisionlakeError
+from .lake import FRAMES_TOPIC
 from .limits import DEFAULT_MAX_PIXELS, DEFAULT_QUERY_MAX_BYTES, MAX_PARTITIONS
 from .output import Format, console, err_console, esc, human_bytes, record_out, rows_out
 
-app = typer.Typer(
+app = command_group(
+    "A data platform for computer vision: frame log, detector workers, image archive, SQL catalog.",
     name="visionlake",
-    help="A data platform for computer vision: frame log, detector workers, image archive, SQL catalog.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-log_app = typer.Typer(
-    help="Inspect and use the frame log, in the spirit of Kafka's console tools.", no_args_is_help=True
-)
-ingest_app = typer.Typer(
-    help="Turn videos, cameras and image folders into frame records.", no_args_is_help=True
-)
+log_app = command_group("Inspect and use the frame log, in the spirit of Kafka's console tools.")
+ingest_app = command_group("Turn videos, cameras and image folders into frame records.")
 app.add_typer(log_app, name="log")
 app.add_typer(ingest_app, name="ingest")
 
 
-class State:
-    def __init__(self, lake: str | None, log: str | None, catalog: str | None, archive: str | None) -> None:
-        self.args = {"lake": lake, "log": log, "catalog": catalog, "archive": archive}
-        self._lake: Lake | None = None
-
-    @property
-    def lake(self) -> Lake:
-        if self._lake is None:
-            self._lake = Lake(**self.args)
-        return self._lake
-
-    def global_argv(self) -> list[str]:
-        """The global options again, for child processes."""
-        argv = []
-        for k, v in self.args.items():
-            if v:
-                argv += [f"--{k}", str(v)]
-        return argv
-
-
 def _state(ctx: typer.Context) -> State:
     return ctx.find_root().obj
-
-
-def _existing_lake(ctx: typer.Context) -> Lake:
-    """The lake of a command that only reads. A path that holds no lake is an error here, not a new
-    empty lake: a mistyped --lake would otherwise report zeros as if all were well."""
-    lake = _state(ctx).lake
-    s = lake.settings
-    embedded = [p for p in (_sqlite_path(s.log, "sqlite://"), _sqlite_path(s.catalog, "sqlite:///")) if p]
-    if len(embedded) == 2 and not any(p.exists() for p in embedded):
-        where = "it does not exist" if not s.lake.exists() else "it holds no frame log and no catalog"
-        raise InputError(
-            f"no lake at {s.lake}: {where}; check --lake or VISIONLAKE_HOME "
-            "(ingest, worker and demo create a lake; this command only reads one)"
-        )
-    return lake
-
-
-def _sqlite_path(url: str, prefix: str) -> Path | None:
-    """The file or folder of an embedded backend's URL, None for a server."""
-    if url.startswith(prefix):
-        return Path(url[len(prefix) :])
-    return Path(url) if "://" not in url else None
 
 
 def _print_version(value: bool) -> None:
@@ -177,10 +133,12 @@ def _run_ingest(
         finally:
             signal.signal(signal.SIGTERM, old)
     d = stats.as_dict()
-    d["bytes"] = human_bytes(stats.bytes) if fmt == Format.table else stats.bytes
+    if fmt == Format.table:  # people get sizes in units and each bad file once, below the table
+        d["bytes"] = human_bytes(stats.bytes)
+        d["errors"] = len(stats.errors)
     record_out(d, fmt, title=f"Ingested camera {camera}")
     for src, reason in stats.errors if fmt == Format.table else []:
-        err_console.print(f"[yellow]skipped[/] {escape(src)}: {escape(reason)}", soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/] {esc(src)}: {esc(reason)}", soft_wrap=True)
 
 
 def _check_quality(q: int) -> int:
@@ -200,12 +158,27 @@ def ingest_video(
     resize: Annotated[str | None, typer.Option(help="Resize frames to WxH, e.g. 640x480")] = None,
     quality: Annotated[int, count_option("JPEG quality 1-100", max=100)] = 90,
     motion: Annotated[bool, typer.Option("--motion", help="Publish only frames with motion")] = False,
+    start: Annotated[
+        datetime | None,
+        time_option(
+            "When the video's first frame was filmed: 'file' (the file's modification time), 'now' "
+            "(as if filmed live), an ISO 8601 time or an age like 2h [default: file]",
+            "--start",
+            none_word="file",
+            show_default=False,
+        ),
+    ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Publish the frames of a video file."""
+    """Publish the frames of a video file.
+
+    A frame's capture time is --start plus its position in the video. Frame ids come from the
+    camera, the frame's index and that time, so ingesting a file again with the same --start
+    (the default 'file' included) gives the same frames, and the catalog counts them once.
+    """
     from .ingest.sources import VideoFileSource, parse_size
 
-    src = VideoFileSource(path, fps=fps, resize=parse_size(resize))
+    src = VideoFileSource(path, fps=fps, resize=parse_size(resize), start_time=start)
     _run_ingest(ctx, src, camera, src.expected_frames, _check_quality(quality), motion, fmt)
 
 
@@ -381,8 +354,9 @@ def worker(
 def replay(
     ctx: typer.Context,
     detector: Annotated[str, typer.Option("--detector", "-d", help="Detector plugin name")],
-    version: Annotated[
-        str | None, typer.Option("--version", help="Version label [default: the plugin's]")
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="Version label of the new results [default: the plugin's]"),
     ] = None,
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Detector parameter key=value")
@@ -411,7 +385,7 @@ def replay(
     w = prepare_replay(
         lake,
         _detector(detector, param),
-        version=version,
+        version=model_version,
         start=start,
         end=end,
         topic=topic,
@@ -467,12 +441,15 @@ def sql(
     timeout: Annotated[float, seconds_option("Query time limit in seconds")] = 10.0,
     max_bytes: Annotated[
         int,
-        size_option("Result size cap, e.g. 16MB: a bigger result is an error, not cut", show_default="64MiB"),
+        size_option(
+            "Result size cap, e.g. 16MB: a bigger result is an error, not cut [default: 64MiB]",
+            show_default=False,
+        ),
     ] = DEFAULT_QUERY_MAX_BYTES,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Query the catalog with SQL (read-only; tables: frames, models, results, detections)."""
-    res = _existing_lake(ctx).catalog.query(query, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)
+    res = existing_lake(ctx).catalog.query(query, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)
     rows_out(res.columns, res.rows, fmt)
     if res.truncated:
         err_console.print(f"[yellow]stopped at the row cap of {max_rows} rows; use --max-rows to see more[/]")
@@ -506,7 +483,7 @@ def search(
         model_version=model_version,
         limit=limit,
     )
-    res = _existing_lake(ctx).catalog.search(flt)
+    res = existing_lake(ctx).catalog.search(flt)
     rows_out(res.columns, res.rows, fmt, title=f"{len(res.rows)} frames")
     if res.truncated:
         err_console.print(f"[yellow]more frames match; showing the first {limit} (--limit)[/]")
@@ -515,11 +492,15 @@ def search(
 @app.command()
 def show(
     ctx: typer.Context,
-    frame_id: Annotated[str, typer.Argument(help="Frame id (from search or sql)")],
+    frame_id: Annotated[str, typer.Argument(help="Frame id, or its first characters (4 or more)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the annotated JPEG")],
     model: Annotated[str | None, typer.Option(help="Only boxes of this model")] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="Boxes of this version [default: each model's newest]"),
+    ] = None,
 ) -> None:
-    """Write a frame with its detection boxes drawn."""
+    """Write a frame with its detection boxes drawn (one version per model)."""
     import cv2
 
     from .frames import decode_image
@@ -527,19 +508,22 @@ def show(
 
     if not cv2.haveImageWriter(str(out)):  # imwrite raises on an unknown extension
         raise InputError(f"cannot write --out {str(out)!r}: unknown image extension; use .jpg or .png")
-    lake = _existing_lake(ctx)
+    lake = existing_lake(ctx)
+    frame_id = lake.catalog.resolve_frame_id(frame_id)
     row = lake.catalog.frame(frame_id)
-    if row is None:
-        raise InputError(f"no frame {frame_id!r} in the catalog {lake.catalog.url}")
+    if row is None:  # removed since it was resolved
+        raise UnknownFrame(f"no frame {frame_id!r} in the catalog {lake.catalog.url}")
     image = decode_image(lake.archive.get(row["uri"]))
-    dets = lake.catalog.detections_for(frame_id, model)
+    dets = lake.catalog.detections_for(frame_id, model, model_version)
     try:
         written = cv2.imwrite(str(out), draw_detections(image, dets))
     except cv2.error as e:
         raise InputError(f"cannot write --out {str(out)!r}: {e.err or e}") from None
     if not written:
         raise InputError(f"cannot write --out {str(out)!r}: unknown image extension or unwritable folder")
-    err_console.print(f"wrote {esc(out)} with {len(dets)} boxes")
+    versions = sorted({f"{d['model']} {d['model_version']}" for d in dets})
+    drawn = f" of {', '.join(versions)}" if versions else ""
+    err_console.print(f"wrote {esc(out)}: frame {frame_id} with {len(dets)} boxes{esc(drawn)}")
 
 
 @app.command()
@@ -547,17 +531,29 @@ def status(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     """Cameras, topics, consumer groups with lag, and frames processed per model version."""
     from .status import lake_status
 
-    st = lake_status(_existing_lake(ctx))
+    st = lake_status(existing_lake(ctx))
     if fmt == Format.json:
         print(json.dumps(st, default=str))
         return
     console.print(
         f"lake {esc(st['lake'])}  log {esc(st['log'])}  catalog {esc(st['catalog'])}  archive {esc(st['archive'])}"
     )
+    empty = {
+        "cameras": "none in the catalog yet (a worker adds them as it processes frames)",
+        "topics": "none yet (ingest creates the frames topic)",
+        "groups": "none yet (a worker joins one)",
+        "models": "none yet (a worker records its model version)",
+    }
     for key in ("cameras", "topics", "groups", "models"):
         items = st[key]
-        cols = list(items[0]) if items else [key]
-        rows_out(cols, [list(i.values()) for i in items], fmt, title=key.capitalize())
+        if not items:
+            console.print(f"[bold]{key.capitalize()}[/]: {empty[key]}")
+            continue
+        rows = [
+            [human_bytes(v) if k == "bytes" else v for k, v in i.items()]  # people read units
+            for i in items
+        ]
+        rows_out(list(items[0]), rows, fmt, title=key.capitalize())
 
 
 # --- log ---------------------------------------------------------------------------------------
@@ -566,45 +562,59 @@ def status(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
 @log_app.command("topics")
 def log_topics(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     """Topics with partitions, record counts, bytes and settings."""
-    rows = []
-    for t in _existing_lake(ctx).log.topics():
-        for p in t.partitions:
-            rows.append(
-                [
-                    t.name,
-                    p.partition,
-                    p.start_offset,
-                    p.end_offset,
-                    p.records,
-                    human_bytes(p.bytes) if fmt == Format.table else p.bytes,
-                    t.config.retention_ms,
-                    t.config.retention_bytes,
-                    t.config.max_record_bytes,
-                ]
+    topics = existing_lake(ctx).log.topics()
+    columns = ["topic", "partition", "start", "end", "records", "bytes"]
+    settings = ["retention_ms", "retention_bytes", "max_record_bytes"]
+    if fmt != Format.table:  # scripts: one row per partition, settings repeated
+        rows_out(
+            columns + settings,
+            [
+                [t.name, p.partition, p.start_offset, p.end_offset, p.records, p.bytes]
+                + [getattr(t.config, k) for k in settings]
+                for t in topics
+                for p in t.partitions
+            ],
+            fmt,
+        )
+        return
+    if not topics:
+        console.print("no topics yet (ingest creates the frames topic)")
+    for t in topics:  # people: a line of settings per topic, then its partitions (fits 80 columns)
+        c = t.config
+        retention = [
+            _duration_text(c.retention_ms) if c.retention_ms is not None else "",
+            human_bytes(c.retention_bytes) + " per partition" if c.retention_bytes is not None else "",
+        ]
+        kept = " and ".join(r for r in retention if r) or "forever"
+        console.print(
+            Text(
+                f"{t.name}: {len(t.partitions)} partitions, {t.records} records, {human_bytes(t.bytes)}; "
+                f"keeps {kept}; records up to {human_bytes(c.max_record_bytes)}",
+                style="bold",
             )
-    rows_out(
-        [
-            "topic",
-            "partition",
-            "start",
-            "end",
-            "records",
-            "bytes",
-            "retention_ms",
-            "retention_bytes",
-            "max_record_bytes",
-        ],
-        rows,
-        fmt,
-        title="Topics",
-    )
+        )
+        rows_out(
+            ["partition", "start", "end", "records", "size"],
+            [
+                [p.partition, p.start_offset, p.end_offset, p.records, human_bytes(p.bytes)]
+                for p in t.partitions
+            ],
+        )
+
+
+def _duration_text(ms: int) -> str:
+    """A retention in the largest whole unit: 7d, 36h, 90s."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
 
 
 @log_app.command("groups")
 def log_groups(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
     """Consumer groups: members, committed offsets and lag per partition."""
     rows = []
-    for g in _existing_lake(ctx).log.groups():
+    for g in existing_lake(ctx).log.groups():
         for p in g.partitions:
             rows.append([g.group, p.topic, p.partition, p.committed, p.end_offset, p.lag, p.owner or ""])
         if not g.partitions:
@@ -717,7 +727,7 @@ def log_consume(
         str, typer.Option("--from", help="earliest or latest (for a new group or no group)")
     ] = "earliest",
     limit: Annotated[int | None, count_option("Stop after this many records")] = None,
-    timeout: Annotated[float, seconds_option("Stop after this many seconds without records")] = 2.0,
+    idle_timeout: Annotated[float, seconds_option("Stop after this many seconds without records")] = 2.0,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write each value to a file in this folder")
     ] = None,
@@ -728,7 +738,7 @@ def log_consume(
 
     if start not in ("earliest", "latest"):
         raise InputError(f"--from must be earliest or latest, got {start!r}")
-    lg = _existing_lake(ctx).log
+    lg = existing_lake(ctx).log
     lg.topic_config(topic)  # a clear error for an unknown topic
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -738,7 +748,7 @@ def log_consume(
         while limit is None or len(rows) < limit:
             recs = cons.poll(min(100, (limit or 100) - len(rows)) if limit else 100, timeout=0.2)
             if not recs:
-                if time.monotonic() - idle_since > timeout:
+                if time.monotonic() - idle_since > idle_timeout:
                     break
                 continue
             idle_since = time.monotonic()
@@ -753,6 +763,7 @@ def log_consume(
                     p = out / f"{r.topic}-{r.partition}-{r.offset}{ext}"
                     p.write_bytes(r.value)
                     path = str(p)
+                headers = {k: v.decode(errors="replace") for k, v in r.headers}
                 rows.append(
                     [
                         r.partition,
@@ -760,7 +771,7 @@ def log_consume(
                         r.timestamp_ms,
                         (r.key or b"").decode(errors="replace"),
                         len(r.value),
-                        json.dumps({k: v.decode(errors="replace") for k, v in r.headers}),
+                        headers if fmt == Format.json else json.dumps(headers),
                         path,
                     ]
                 )

@@ -15,17 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_common import FormatOpt, count_option, number_option, progress_bar
+from .cli_common import FormatOpt, command_group, count_option, number_option, progress_bar
 from .errors import InputError
 from .output import Format, console, err_console, esc, human_bytes, rows_out
 
-dataset_app = typer.Typer(help="Pack image folders and SequenceFiles into datasets.", no_args_is_help=True)
-features_app = typer.Typer(
-    help="Local features (SIFT, ORB, AKAZE, dense SIFT) of a dataset.", no_args_is_help=True
-)
-vocab_app = typer.Typer(help="Visual vocabularies (k-means centres of descriptors).", no_args_is_help=True)
-classify_app = typer.Typer(help="Train, evaluate and apply bag-of-words classifiers.", no_args_is_help=True)
-bovw_app = typer.Typer(help="The whole bag-of-visual-words chain in one command.", no_args_is_help=True)
+dataset_app = command_group("Pack image folders and SequenceFiles into datasets.")
+features_app = command_group("Local features (SIFT, ORB, AKAZE, dense SIFT) of a dataset.")
+vocab_app = command_group("Visual vocabularies (k-means centres of descriptors).")
+classify_app = command_group("Train, evaluate and apply bag-of-words classifiers.")
+bovw_app = command_group("The whole bag-of-visual-words chain in one command.")
 
 #: frames.MAX_SIDE (not imported: it brings OpenCV in at start-up)
 MAX_SIDE = 16384
@@ -38,7 +36,7 @@ MasterOpt = Annotated[
 ]
 ProcessesOpt = Annotated[
     int | None,
-    count_option("Local engine processes [default: all cores]", "--processes", "-p", max=1024),
+    count_option("Local engine processes [default: all cores]", "--processes", max=1024),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists")]
 # options shared by the step commands and `bovw run` (each command sets its own default)
@@ -125,16 +123,18 @@ def _rejected(rejected: list[Any]) -> None:
 def dataset_pack(
     src: Annotated[str, typer.Argument(help="Image folder (label = sub-folder) or a Hadoop SequenceFile")],
     out: Annotated[str, typer.Argument(help="Output dataset file")],
-    fmt_out: Annotated[
-        str, typer.Option("--format", help="Dataset format: parquet or sequencefile")
-    ] = "parquet",
+    container: Annotated[
+        str | None,
+        typer.Option(
+            "--container",
+            help="parquet or sequencefile [default: sequencefile for OUT ending in .seq, else parquet]",
+        ),
+    ] = None,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     processes: ProcessesOpt = None,
     overwrite: OverwriteOpt = False,
-    fmt: Annotated[
-        Format, typer.Option("--report-format", help="Summary as table, json or csv")
-    ] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Pack images into a dataset: Parquet (key, label, bytes, width, height, sha256) or a SequenceFile.
 
@@ -142,7 +142,9 @@ def dataset_pack(
     The local engine writes one file, Spark a directory of part files; both engines read either.
     """
     with _engine(engine, master, processes) as eng, _progress("pack", None) as tick:
-        report = eng.pack(src, out, format=fmt_out, progress=tick, overwrite=overwrite)
+        if container is None:
+            container = "sequencefile" if out.rstrip("/").endswith(".seq") else "parquet"
+        report = eng.pack(src, out, format=container, progress=tick, overwrite=overwrite)
     _rejected(report.rejected)
     _summary(
         [
@@ -166,7 +168,8 @@ def dataset_fashion_mnist(
     out_dir: Annotated[str, typer.Argument(help="Folder for train.parquet and test.parquet")],
     limit: Annotated[int | None, count_option("Only the first N images of each split")] = None,
     source: Annotated[
-        str | None, typer.Option(help="Folder of the IDX files [default: Debian's dataset-fashion-mnist]")
+        str | None,
+        typer.Option("--idx-dir", help="Folder of the IDX files [default: Debian's dataset-fashion-mnist]"),
     ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.progress import Progress
@@ -25,14 +26,18 @@ CAMERAS = {"megamind": "Megamind.avi", "vtest": "vtest.avi"}
 WORKERS = ("haar-face", "hog-person")
 
 QUERIES = {
-    "Detections per camera and model": (
-        "SELECT f.camera, r.model, count(*) AS frames, sum(r.n_detections) AS detections "
-        "FROM frames f JOIN results r ON r.frame_id = f.frame_id GROUP BY f.camera, r.model ORDER BY 1, 2"
+    "Detections per camera and model version": (
+        "SELECT f.camera, r.model, r.model_version, count(*) AS frames, sum(r.n_detections) AS detections "
+        "FROM frames f JOIN results r ON r.frame_id = f.frame_id "
+        "GROUP BY f.camera, r.model, r.model_version ORDER BY 1, 2, 3"
     ),
+    # one model version (the newest registered), so a face found by two versions is listed once
     "Where are the five most confident faces?": (
-        "SELECT f.camera, f.captured_at, round(CAST(d.score AS numeric), 2) AS score, f.uri "
+        "SELECT f.frame_id, f.camera, f.captured_at, round(CAST(d.score AS numeric), 2) AS score, f.uri "
         "FROM detections d JOIN frames f ON f.frame_id = d.frame_id "
-        "WHERE d.label = 'face' ORDER BY d.score DESC LIMIT 5"
+        "WHERE d.label = 'face' AND d.model = 'haar-face' AND d.model_version = "
+        "(SELECT model_version FROM models WHERE model = 'haar-face' ORDER BY created_at DESC LIMIT 1) "
+        "ORDER BY d.score DESC LIMIT 5"
     ),
 }
 
@@ -65,9 +70,10 @@ def run_demo(
         )
     ]
     ingested = []
+    filmed = datetime.now(UTC)  # the sample videos play as two cameras filming now
     with progress:
         for cam, path in samples.items():
-            src = VideoFileSource(path, fps=fps, resize=size)
+            src = VideoFileSource(path, fps=fps, resize=size, start_time=filmed)
             task = progress.add_task(f"ingest {cam}", total=src.expected_frames, info="")
             stats = ingest(lake, src, cam, on_frame=lambda s, t=task: progress.update(t, completed=s.frames))
             ingested.append(stats.as_dict())
@@ -122,7 +128,11 @@ def print_summary(summary: dict, fmt: Format) -> None:
         console.print(f'\n[bold]{q["title"]}[/]\n[dim]visionlake sql "{q["sql"]}"[/]')
         rows_out(q["columns"], q["rows"])
     record_out({"lake": summary["lake"], "time taken": f"{summary['seconds']} s"}, title="Done")
+    faces = summary["queries"][1]["rows"]
+    show = (
+        f"visionlake show {faces[0][0][:12]} -o face.jpg" if faces else "visionlake show FRAME_ID -o face.jpg"
+    )
     console.print(
-        "Next: [bold]visionlake status[/], [bold]visionlake search --label face[/], "
-        "[bold]visionlake show FRAME_ID -o face.jpg[/]"
+        "Next: [bold]visionlake status[/], [bold]visionlake search --label face --since 1h[/], "
+        f"[bold]{show}[/] (a frame id or its first characters)"
     )

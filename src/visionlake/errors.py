@@ -96,6 +96,18 @@ class CatalogError(VisionlakeError):
     """The SQL catalog refused an operation."""
 
 
+class UnknownFrame(CatalogError, InputError):
+    """No frame has this id (or id prefix)."""
+
+    exit_code = 2
+
+
+class AmbiguousFrameId(CatalogError, InputError):
+    """A frame id prefix that more than one frame id starts with."""
+
+    exit_code = 2
+
+
 class ReadOnlyViolation(CatalogError, InputError):
     """A query tried to write, attach a database or change a setting."""
 

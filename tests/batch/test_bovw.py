@@ -69,7 +69,7 @@ def chain(lfw_folders, tmp_path_factory) -> dict[str, Path]:
     )
     p["model"] = w / "model.joblib"
     ok(vl("dataset", "pack", lfw_folders["train"], p["train.parquet"], cwd=w))
-    ok(vl("dataset", "pack", lfw_folders["test"], p["test.seq"], "--format", "sequencefile", cwd=w))
+    ok(vl("dataset", "pack", lfw_folders["test"], p["test.seq"], cwd=w))
     ok(vl("features", "extract", p["train.parquet"], p["train-f.parquet"], *CHAIN, cwd=w))
     ok(vl("features", "extract", p["test.seq"], p["test-f.parquet"], *CHAIN, cwd=w))
     ok(vl("vocab", "train", p["train-f.parquet"], p["vocab"], "-k", "64", "--seed", "1", cwd=w))
@@ -261,7 +261,7 @@ def test_dataset_pack_on_spark_through_the_cli(lfw_folders, tmp_path):
     out = ok(
         vl(
             "dataset", "pack", lfw_folders["train"], packed, "--engine", "spark", "--master", "local[2]",
-            "--report-format", "json", cwd=tmp_path,
+            "--format", "json", cwd=tmp_path,
         )
     )  # fmt: skip
     (summary,) = json.loads(out)

@@ -55,7 +55,7 @@ def chain(tmp_path_factory, lfw_images) -> dict[str, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / f"{i:03d}.png"), images[i])
     p = {name: w / name for name in ("ds.seq", "f.parquet", "vocab.npz", "bow.parquet", "model.joblib")}
-    ok(vl("dataset", "pack", w / "images", p["ds.seq"], "--format", "sequencefile", cwd=w))
+    ok(vl("dataset", "pack", w / "images", p["ds.seq"], "--container", "sequencefile", cwd=w))
     ok(vl("features", "extract", p["ds.seq"], p["f.parquet"], *CHAIN, cwd=w))
     ok(vl("vocab", "train", p["f.parquet"], p["vocab.npz"], "-k", "8", cwd=w))
     ok(vl("encode", p["f.parquet"], p["vocab.npz"], p["bow.parquet"], cwd=w))

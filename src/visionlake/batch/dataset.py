@@ -23,6 +23,7 @@ import numpy as np
 from ..engines.base import Progress, Rejected
 from ..errors import InputError
 from ..frames import TRUNCATED_JPEG, jpeg_truncated
+from ..imagefiles import IMAGE_EXTENSIONS, is_image_name
 from . import records
 from .outputs import check_output
 from .records import ImageRecord, TableWriter
@@ -57,10 +58,6 @@ __all__ = [
 DatasetFormat = Literal["parquet", "sequencefile", "folder"]
 #: What `pack` writes.
 FORMATS = ("parquet", "sequencefile")
-#: File extensions taken as images in a folder (lower case); other files are counted as ignored.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
-)
 IMAGE_COLUMNS = ("key", "label", "bytes")
 # A Parquet row group is flushed at this many images or bytes, whichever comes first.
 _ROWS_PER_GROUP = 256
@@ -248,7 +245,7 @@ def scan_folder(root: str) -> tuple[list[tuple[str, str]], int]:
             if name.startswith("."):
                 continue
             full = os.path.join(folder, name)
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            if not is_image_name(name):
                 ignored += 1
                 continue
             found.append((Path(os.path.relpath(full, root)).as_posix(), full))

@@ -18,11 +18,22 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import BackendUnavailable, CatalogError, InputError, ModelVersionConflict, QueryError
+from ..errors import (
+    AmbiguousFrameId,
+    BackendUnavailable,
+    CatalogError,
+    InputError,
+    ModelVersionConflict,
+    QueryError,
+    UnknownFrame,
+)
 from ..frames import FrameMeta
 from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..types import Detections
 from . import schema as S
+
+#: The fewest characters of a frame id taken as a prefix (`show 4ac3`).
+MIN_PREFIX = 4
 
 _DELETE_DETECTIONS = sa.delete(S.detections).where(
     S.detections.c.frame_id == sa.bindparam("k_frame"),
@@ -195,7 +206,32 @@ class Catalog(abc.ABC):
     def frame(self, frame_id: str) -> dict | None: ...
 
     @abc.abstractmethod
-    def detections_for(self, frame_id: str, model: str | None = None) -> list[dict]: ...
+    def frame_ids_starting(self, prefix: str, limit: int = 10) -> list[str]:
+        """Up to `limit` frame ids that start with `prefix`, in order."""
+
+    def resolve_frame_id(self, text: str) -> str:
+        """The frame id `text` names: an id, or a unique prefix of at least MIN_PREFIX characters
+        (as git takes commit ids). Raises UnknownFrame or AmbiguousFrameId, naming the input."""
+        if self.frame(text) is not None:
+            return text
+        if len(text) < MIN_PREFIX:
+            raise UnknownFrame(
+                f"no frame {text!r} in the catalog {self.url} (a prefix needs {MIN_PREFIX} characters or more)"
+            )
+        found = self.frame_ids_starting(text, limit=6)
+        if not found:
+            raise UnknownFrame(f"no frame id starts with {text!r} in the catalog {self.url}")
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            raise AmbiguousFrameId(f"frame id prefix {text!r} is ambiguous: {shown}; give more characters")
+        return found[0]
+
+    @abc.abstractmethod
+    def detections_for(
+        self, frame_id: str, model: str | None = None, model_version: str | None = None
+    ) -> list[dict]:
+        """A frame's detections, of one model version per model: `model_version` if given, else
+        each model's newest version (by registration) that has a result for the frame."""
 
     @abc.abstractmethod
     def schema_version(self) -> int: ...
@@ -465,15 +501,36 @@ class SqlCatalog(Catalog):
             row = conn.execute(sa.select(S.frames).where(S.frames.c.frame_id == frame_id)).mappings().first()
         return dict(row) if row else None
 
-    def detections_for(self, frame_id: str, model: str | None = None) -> list[dict]:
-        d = S.detections.c
-        stmt = sa.select(S.detections).where(d.frame_id == frame_id)
-        if model is not None:
-            stmt = stmt.where(d.model == model)
+    def frame_ids_starting(self, prefix: str, limit: int = 10) -> list[str]:
+        f = S.frames.c
+        stmt = sa.select(f.frame_id).where(f.frame_id.startswith(prefix, autoescape=True))
         with self.engine.connect() as conn:
+            return list(conn.execute(stmt.order_by(f.frame_id).limit(limit)).scalars())
+
+    def detections_for(
+        self, frame_id: str, model: str | None = None, model_version: str | None = None
+    ) -> list[dict]:
+        d, r, m = S.detections.c, S.results.c, S.models.c
+        with self.engine.connect() as conn:
+            versions = conn.execute(  # the model versions with a result for this frame, newest first
+                sa.select(r.model, r.model_version)
+                .outerjoin(S.models, (m.model == r.model) & (m.model_version == r.model_version))
+                .where(r.frame_id == frame_id)
+                .order_by(m.created_at.desc().nulls_last(), r.processed_at.desc())
+            ).all()
+            chosen: dict[str, str] = {}
+            for mod, ver in versions:
+                if (model is None or mod == model) and (model_version is None or ver == model_version):
+                    chosen.setdefault(mod, ver)
+            if not chosen:
+                return []
+            stmt = sa.select(S.detections).where(
+                d.frame_id == frame_id,
+                sa.or_(*[(d.model == mod) & (d.model_version == ver) for mod, ver in chosen.items()]),
+            )
             return [
-                dict(r)
-                for r in conn.execute(stmt.order_by(d.model, d.model_version, d.score.desc())).mappings()
+                dict(row)
+                for row in conn.execute(stmt.order_by(d.model, d.model_version, d.score.desc())).mappings()
             ]
 
     def counts(self) -> dict[str, list[tuple]]:

@@ -31,6 +31,7 @@ class IngestStats:
     skipped_motion: int = 0
     claim_checked: int = 0  # frames over the record limit, stored in the archive and sent by reference
     errors: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    ignored: int = 0  # files of a folder that are not images by name (not errors)
     seconds: float = 0.0
 
     @property
@@ -46,6 +47,7 @@ class IngestStats:
             "skipped_motion": self.skipped_motion,
             "claim_checked": self.claim_checked,
             "errors": [{"source": s, "reason": r} for s, r in self.errors],
+            "ignored": self.ignored,
             "seconds": round(self.seconds, 3),
         }
 
@@ -213,7 +215,7 @@ def ingest(
     def handle(item: CapturedFrame | SkippedFile) -> None:
         if isinstance(item, SkippedFile):
             stats.errors.append((item.path, item.reason))
-            log.warning("skipped %s: %s", item.path, item.reason)
+            log.info("skipped %s: %s", item.path, item.reason)  # the stats carry it to the caller
         elif motion is not None and not motion.check(item.image):
             stats.skipped_motion += 1
         else:
@@ -247,6 +249,7 @@ def ingest(
         finally:
             publisher.close()
             stats.seconds = time.monotonic() - start
+            stats.ignored = getattr(frames, "ignored", 0)
     log.info(
         "ingested %d frames (%d bytes) for camera %s in %.1f s; %d skipped by motion, %d errors",
         stats.frames,

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import FrameError, InputError, SourceError, SourceUnreachable
 from ..frames import MAX_SIDE, check_dimensions, image_size, utc
+from ..imagefiles import is_image_name
 from ..redact import redact_url
 
 log = logging.getLogger("visionlake.ingest")
@@ -511,7 +512,9 @@ def _path_seq(relpath: str) -> int:
 class ImageFolderSource:
     """Every image file under a folder, recursively, in sorted order; hidden names are skipped.
 
-    Files that cannot be read or decoded come out as `SkippedFile` and the walk goes on. `seq` is
+    Image files are told by their extension (`imagefiles`, the rule `dataset pack` uses too); other
+    files are not images and only counted in `ignored`. Image files that cannot be read or decoded
+    come out as `SkippedFile` and the walk goes on. `seq` is
     derived from the path relative to the root, so adding files does not renumber the others;
     `captured_at` is the file's modification time; JPEG files keep their original bytes in `data`
     when they are not resized.
@@ -535,6 +538,8 @@ class ImageFolderSource:
             os.scandir(self.root).close()
         except OSError as exc:
             raise SourceError(f"cannot read image folder '{root}': {_os_reason(exc)}") from None
+        #: Files passed over because their names are not images' (counted by the last walk).
+        self.ignored = 0
 
     def __repr__(self) -> str:
         return f"ImageFolderSource({str(self.root)!r}, resize={self.resize})"
@@ -558,6 +563,8 @@ class ImageFolderSource:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     yield from self._walk(entry.path, relpath)
+                elif not is_image_name(entry.name):
+                    self.ignored += 1
                 elif entry.is_file(follow_symlinks=True):
                     yield relpath, entry.path
                 elif entry.is_symlink():
@@ -575,9 +582,11 @@ class ImageFolderSource:
 
     def count(self) -> int:
         """How many items iteration yields (frames plus skipped files), without decoding anything."""
+        self.ignored = 0
         return sum(1 for _ in self._walk(str(self.root), ""))
 
     def __iter__(self) -> Iterator[CapturedFrame | SkippedFile]:
+        self.ignored = 0
         for item in self._walk(str(self.root), ""):
             if isinstance(item, SkippedFile):
                 yield item
