@@ -17,7 +17,7 @@ import typer
 
 from .cli_common import FormatOpt, command_group, count_option, number_option, progress_bar
 from .errors import InputError
-from .output import Format, console, err_console, esc, human_bytes, rows_out
+from .output import Format, console, err_console, esc, human_bytes, plural, record_out, rows_out
 
 dataset_app = command_group("Pack image folders and SequenceFiles into datasets.")
 features_app = command_group("Local features (SIFT, ORB, AKAZE, dense SIFT) of a dataset.")
@@ -101,7 +101,7 @@ def _status(text: str, fmt: Format) -> Any:
 
 def _summary(rows: list[tuple[str, Any]], fmt: Format, title: str) -> None:
     if fmt == Format.table:
-        rows_out(["", ""], [(k, v) for k, v in rows], fmt, title=title)
+        record_out(dict(rows), fmt, title=title)
     else:
         rows_out([k for k, _ in rows], [[v for _, v in rows]], fmt)
 
@@ -212,7 +212,7 @@ def dataset_info(
         ["label", "images"],
         sorted(labels.items()),
         fmt,
-        title=f"{path}: {ds.format}, {sum(labels.values())} images, {len(labels)} labels",
+        title=f"{path}: {ds.format}, {plural(sum(labels.values()), 'image')}, {plural(len(labels), 'label')}",
     )
 
 

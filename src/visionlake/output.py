@@ -86,6 +86,11 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def plural(n: int, word: str) -> str:
+    """'1 image', '2 images': counts in sentences people read."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -1,0 +1,370 @@
+"""Reports over the catalog without writing SQL: counts over time, busy hours, top and latest frames.
+
+Every report reads one model version per model and frame: the version given, or else each model's
+newest registered version (models.created_at) that has a result for the frame, the rule of
+`Catalog.detections_for`. A replay with a new version therefore never double-counts a frame, and a
+frame the replay has not reached yet still counts with the older version.
+
+`frames` is always the number of frames processed (with a result, found something or not), so counts
+over time stay honest about empty hours; `detections` is the number of boxes (of `label`, if given).
+The queries are SQLAlchemy Core and run the same on SQLite and PostgreSQL (see `_sql`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..catalog import schema as S
+from ..catalog.base import Catalog, naive_utc
+from ..errors import InputError
+from ._sql import as_datetime, check_bucket, engine_of, hour_of_day, time_bucket
+
+#: `by` names accepted by `counts` (and the CLI's --by).
+GROUPS = ("camera", "label", "model-version")
+MAX_LIMIT = 1_000_000
+
+
+class UnknownModel(InputError):
+    """A model or model version the catalog has no record of; the message lists what exists."""
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Which frames and detections a report reads. Times are capture times: [since, until)."""
+
+    camera: str | None = None
+    label: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def describe(self) -> str:
+        """The filter in words, for titles."""
+        parts = []
+        if self.model:
+            parts.append(self.model + (f" {self.model_version}" if self.model_version else ""))
+        elif self.model_version:
+            parts.append(f"version {self.model_version}")
+        if self.label:
+            parts.append(f"label {self.label}")
+        if self.camera:
+            parts.append(f"camera {self.camera}")
+        if self.since:
+            parts.append(f"since {naive_utc(self.since):%Y-%m-%d %H:%M}")
+        if self.until:
+            parts.append(f"until {naive_utc(self.until):%Y-%m-%d %H:%M}")
+        if not self.model_version:
+            parts.append("newest version per model")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report's table (like `QueryResult`), and what it is, so that plots and titles can follow."""
+
+    kind: str  # counts | hours | top | latest
+    columns: list[str]
+    rows: list[tuple]
+    title: str
+    bucket: str | None = None  # counts: minute | hour | day
+    by: tuple[str, ...] = field(default=())  # counts: the group columns
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+
+# --- building blocks ---------------------------------------------------------------------------------
+
+
+def registered_versions(conn: Connection, model: str | None = None) -> dict[str, list[str]]:
+    """Each model's registered versions, newest first (created_at, then version, descending)."""
+    m = S.models.c
+    stmt = sa.select(m.model, m.model_version).order_by(m.model, m.created_at.desc(), m.model_version.desc())
+    if model is not None:
+        stmt = stmt.where(m.model == model)
+    found: dict[str, list[str]] = defaultdict(list)
+    for mod, ver in conn.execute(stmt):
+        found[mod].append(ver)
+    return dict(found)
+
+
+def check_model(conn: Connection, model: str | None, version: str | None) -> None:
+    """UnknownModel naming `model` / `version` and listing what the catalog has."""
+    if model is None and version is None:
+        return
+    known = registered_versions(conn)
+    if model is not None and model not in known:
+        have = ", ".join(sorted(known)) or "none yet"
+        raise UnknownModel(f"no model {model!r} in the catalog (models: {have})")
+    if version is None:
+        return
+    if model is not None:
+        if version not in known[model]:
+            have = ", ".join(sorted(known[model]))
+            raise UnknownModel(f"model {model!r} has no version {version!r} (versions: {have})")
+    elif not any(version in vs for vs in known.values()):
+        have = "; ".join(f"{m}: {', '.join(sorted(vs))}" for m, vs in sorted(known.items())) or "none yet"
+        raise UnknownModel(f"no model has a version {version!r} (versions: {have})")
+
+
+def version_rule(conn: Connection, flt: ReportFilter) -> list[sa.ColumnElement]:
+    """Conditions on `results` that keep one model version per model and frame (see the module doc).
+
+    With several versions of a model, a result of version v counts when the frame has no result of
+    a newer version: a NOT EXISTS on results' primary key (frame_id, model, model_version), one index
+    lookup per row. Models with a single version need no check at all.
+    """
+    r = S.results.c
+    conds: list[sa.ColumnElement] = []
+    if flt.model is not None:
+        conds.append(r.model == flt.model)
+    if flt.model_version is not None:
+        conds.append(r.model_version == flt.model_version)
+        return conds
+    multi = {m: vs for m, vs in registered_versions(conn, flt.model).items() if len(vs) > 1}
+    if not multi:
+        return conds
+    newer = S.results.alias("newer")
+    n = newer.c
+
+    def no_newer(model: str, versions: list[str]) -> sa.ColumnElement:
+        return ~sa.exists().where(n.frame_id == r.frame_id, n.model == model, n.model_version.in_(versions))
+
+    alts: list[sa.ColumnElement] = [r.model.not_in(list(multi))]
+    for model, versions in multi.items():
+        alts.append((r.model == model) & (r.model_version == versions[0]))
+        for i, v in enumerate(versions[1:], 1):
+            alts.append((r.model == model) & (r.model_version == v) & no_newer(model, versions[:i]))
+        # a version with results but no models row (not written through the API): the oldest
+        alts.append((r.model == model) & r.model_version.not_in(versions) & no_newer(model, versions))
+    conds.append(sa.or_(*alts))
+    return conds
+
+
+def frame_conditions(flt: ReportFilter) -> list[sa.ColumnElement]:
+    """Conditions on `frames`: camera and capture time (the frames(camera, captured_at) index)."""
+    f = S.frames.c
+    conds: list[sa.ColumnElement] = []
+    if flt.camera is not None:
+        conds.append(f.camera == flt.camera)
+    if flt.since is not None:
+        conds.append(f.captured_at >= naive_utc(flt.since))
+    if flt.until is not None:
+        conds.append(f.captured_at < naive_utc(flt.until))
+    return conds
+
+
+def _frames_results() -> sa.FromClause:
+    return S.frames.join(S.results, S.results.c.frame_id == S.frames.c.frame_id)
+
+
+def _with_detections(base: sa.FromClause) -> sa.FromClause:
+    r, d = S.results.c, S.detections.c
+    return base.join(
+        S.detections, (d.frame_id == r.frame_id) & (d.model == r.model) & (d.model_version == r.model_version)
+    )
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InputError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
+
+
+def _normalize_by(by: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for g in by:
+        name = g.replace("_", "-")
+        if name not in GROUPS:
+            raise InputError(f"cannot group by {g!r}: use {', '.join(GROUPS)}")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _int(v: Any) -> int:
+    return int(v or 0)  # PostgreSQL's sum() of an empty group is NULL; of bigints, a Decimal
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
+def counts(
+    catalog: Catalog, flt: ReportFilter | None = None, bucket: str = "hour", by: Sequence[str] = ("camera",)
+) -> Report:
+    """Frames and detections per time bucket, grouped by camera, label and/or model version.
+
+    Columns: the bucket (a naive UTC datetime, named after the bucket), then `camera`, `label`,
+    `model` and `model_version` as grouped, then `frames` and `detections`. Grouped by label, each
+    bucket lists the labels found (with the frames processed in that bucket and group); a bucket
+    where nothing was found shows one row with no label and 0 detections.
+    """
+    flt = flt or ReportFilter()
+    check_bucket(bucket)
+    groups = _normalize_by(by)
+    engine = engine_of(catalog)
+    f, r, d = S.frames.c, S.results.c, S.detections.c
+    b = time_bucket(f.captured_at, bucket, engine.dialect.name).label("bucket")
+    gcols: list[sa.ColumnElement] = []
+    names: list[str] = []
+    for g in groups:
+        if g == "camera":
+            gcols.append(f.camera)
+            names.append("camera")
+        elif g == "model-version":
+            gcols += [r.model, r.model_version]
+            names += ["model", "model_version"]
+    by_label = "label" in groups
+    with engine.connect() as conn:
+        check_model(conn, flt.model, flt.model_version)
+        where = [*frame_conditions(flt), *version_rule(conn, flt)]
+        totals = conn.execute(
+            sa.select(b, *gcols, sa.func.count(sa.distinct(f.frame_id)), sa.func.sum(r.n_detections))
+            .select_from(_frames_results())
+            .where(*where)
+            .group_by(b, *gcols)
+        ).all()
+        per_label: dict[tuple, dict[str | None, int]] = defaultdict(dict)
+        if flt.label is not None or by_label:
+            stmt = (
+                sa.select(b, *gcols, d.label, sa.func.count())
+                .select_from(_with_detections(_frames_results()))
+                .where(*where)
+                .group_by(b, *gcols, d.label)
+            )
+            if flt.label is not None:
+                stmt = stmt.where(d.label == flt.label)
+            for row in conn.execute(stmt):
+                per_label[(as_datetime(row[0]), *row[1:-2])][row[-2]] = _int(row[-1])
+    rows: list[tuple] = []
+    for row in totals:
+        key = (as_datetime(row[0]), *row[1:-2])
+        frames_n, dets_n = _int(row[-2]), _int(row[-1])
+        if by_label:
+            found = per_label.get(key) or {flt.label: 0}
+            rows += [(*key, lab, frames_n, n) for lab, n in sorted(found.items(), key=lambda x: x[0] or "")]
+        elif flt.label is not None:
+            rows.append((*key, frames_n, sum(per_label.get(key, {}).values())))
+        else:
+            rows.append((*key, frames_n, dets_n))
+    columns = [bucket, *names]
+    if by_label:  # the label goes where --by put it among the group columns: after them, simply
+        columns.append("label")
+    columns += ["frames", "detections"]
+    rows.sort(key=lambda t: tuple("" if v is None else v for v in t[:-2]))
+    title = f"Detections per {bucket} ({flt.describe()})"
+    return Report("counts", columns, rows, title, bucket=bucket, by=groups)
+
+
+def hours(catalog: Catalog, flt: ReportFilter | None = None) -> Report:
+    """The hour-of-day histogram (UTC, 0-23, every hour present): frames and detections."""
+    flt = flt or ReportFilter()
+    engine = engine_of(catalog)
+    f, r, d = S.frames.c, S.results.c, S.detections.c
+    h = hour_of_day(f.captured_at, engine.dialect.name).label("hour")
+    frames_n: dict[int, int] = {}
+    dets_n: dict[int, int] = {}
+    with engine.connect() as conn:
+        check_model(conn, flt.model, flt.model_version)
+        where = [*frame_conditions(flt), *version_rule(conn, flt)]
+        for hour, nf, nd in conn.execute(
+            sa.select(h, sa.func.count(sa.distinct(f.frame_id)), sa.func.sum(r.n_detections))
+            .select_from(_frames_results())
+            .where(*where)
+            .group_by(h)
+        ):
+            frames_n[int(hour)], dets_n[int(hour)] = _int(nf), _int(nd)
+        if flt.label is not None:
+            dets_n = {
+                int(hour): _int(n)
+                for hour, n in conn.execute(
+                    sa.select(h, sa.func.count())
+                    .select_from(_with_detections(_frames_results()))
+                    .where(*where, d.label == flt.label)
+                    .group_by(h)
+                )
+            }
+    rows = [(hour, frames_n.get(hour, 0), dets_n.get(hour, 0)) for hour in range(24)]
+    title = f"Detections by hour of day, UTC ({flt.describe()})"
+    return Report("hours", ["hour", "frames", "detections"], rows, title)
+
+
+def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10) -> Report:
+    """The `limit` frames with the most matching detections (at least one), most first."""
+    flt = flt or ReportFilter()
+    _check_limit(limit)
+    engine = engine_of(catalog)
+    f, d = S.frames.c, S.detections.c
+    with engine.connect() as conn:
+        check_model(conn, flt.model, flt.model_version)
+        where = [*frame_conditions(flt), *version_rule(conn, flt)]
+        if flt.label is None:
+            n = sa.func.sum(S.results.c.n_detections)
+            src = _frames_results()
+        else:
+            n = sa.func.count()
+            src = _with_detections(_frames_results())
+            where.append(d.label == flt.label)
+        stmt = (
+            sa.select(f.frame_id, f.camera, f.captured_at, n.label("count"), f.uri)
+            .select_from(src)
+            .where(*where)
+            .group_by(f.frame_id, f.camera, f.captured_at, f.uri)
+            .having(n >= 1)
+            .order_by(n.desc(), f.captured_at.desc(), f.frame_id)
+            .limit(limit)
+        )
+        rows = [(fid, cam, as_datetime(ts), _int(c), uri) for fid, cam, ts, c, uri in conn.execute(stmt)]
+    title = f"Top {limit} frames by detections ({flt.describe()})"
+    return Report("top", ["frame_id", "camera", "captured_at", "count", "uri"], rows, title)
+
+
+def latest(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10) -> Report:
+    """The `limit` most recently captured frames with a result, newest first, with their counts.
+
+    Two steps, so the newest frames come from the frames(captured_at) index instead of a sort of
+    every result: first the frames, then the counts of just those frames.
+    """
+    flt = flt or ReportFilter()
+    _check_limit(limit)
+    engine = engine_of(catalog)
+    f, r, d = S.frames.c, S.results.c, S.detections.c
+    with engine.connect() as conn:
+        check_model(conn, flt.model, flt.model_version)
+        rule = version_rule(conn, flt)
+        has_result = sa.exists().where(r.frame_id == f.frame_id, *rule)
+        frames = conn.execute(
+            sa.select(f.frame_id, f.camera, f.captured_at, f.uri)
+            .where(*frame_conditions(flt), has_result)
+            .order_by(f.captured_at.desc(), f.frame_id.desc())
+            .limit(limit)
+        ).all()
+        ids = [row[0] for row in frames]
+        if flt.label is None:
+            stmt = sa.select(r.frame_id, sa.func.sum(r.n_detections))
+        else:
+            stmt = sa.select(r.frame_id, sa.func.count(d.label)).select_from(
+                S.results.outerjoin(
+                    S.detections,
+                    (d.frame_id == r.frame_id)
+                    & (d.model == r.model)
+                    & (d.model_version == r.model_version)
+                    & (d.label == flt.label),
+                )
+            )
+        found = (
+            dict(conn.execute(stmt.where(r.frame_id.in_(ids), *rule).group_by(r.frame_id)).all())
+            if ids
+            else {}
+        )
+    rows = [(fid, cam, as_datetime(ts), _int(found.get(fid)), uri) for fid, cam, ts, uri in frames]
+    title = f"Latest {limit} frames ({flt.describe()})"
+    return Report("latest", ["frame_id", "camera", "captured_at", "count", "uri"], rows, title)
