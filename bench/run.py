@@ -38,6 +38,7 @@ BENCHMARKS = {
     "vocab": "batch_vocab",
     "encode": "batch_encode",
     "accuracy": "batch_accuracy",
+    "hog": "hog_accuracy",
 }
 ALIASES = {**{v: k for k, v in BENCHMARKS.items()}, **{k: k for k in BENCHMARKS}}
 

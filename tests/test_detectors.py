@@ -199,7 +199,7 @@ def test_model_version_changes_with_params():
     assert changed.model_version == "1+98bcde1b"  # stable across runs and machines (sha256 of sorted JSON)
     assert HaarFaceDetector(min_neighbors="3").model_version == changed.model_version
     assert HaarFaceDetector(min_neighbors=4).model_version not in ("1", changed.model_version)
-    assert HogPersonDetector(min_score="0.5").model_version == "1+4e44be5d"
+    assert HogPersonDetector(min_score="0.5").model_version == "2+da08f3e3"
     assert HogPersonDetector(min_score="0.5").model_version != HogPersonDetector(min_score=0.6).model_version
 
 
@@ -267,7 +267,7 @@ def test_list_detectors_reports_the_bundled_three():
     for name in ALL:
         info = infos[name]
         assert info.available and info.problem is None, info
-        assert info.version == "1" and info.defaults and info.summary
+        assert info.version == ("2" if name == "hog-person" else "1") and info.defaults and info.summary
     assert infos["haar-face"].defaults == HaarFaceDetector.defaults
 
 

@@ -46,7 +46,7 @@ from visionlake.workers.worker import Worker
 
 SIZE = (320, 240)
 FACES = ("haar-face", "1")
-PEOPLE = ("hog-person", "1")
+PEOPLE = ("hog-person", "2")
 
 
 @pytest.fixture(autouse=True)

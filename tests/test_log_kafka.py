@@ -156,7 +156,7 @@ def test_jpegs_from_a_plain_producer_are_processed_by_a_worker(private_kafka, tm
         ("door-cam", 320, 240)
     ]
     assert scalar(lake, "SELECT count(*) FROM results WHERE model='hog-person'") == 12
-    (g,) = [g for g in lake.log.groups() if g.group == "hog-person.1"]
+    (g,) = [g for g in lake.log.groups() if g.group == "hog-person.2"]
     assert g.lag == 0 and sum(p.committed or 0 for p in g.partitions) == 12
     with lake.log.consumer(["frames.detections"]) as c:  # one JSON event per frame
         events = [json.loads(r.value) for r in drain(c, 12)]
@@ -281,7 +281,7 @@ def test_a_worker_rides_out_a_broker_stall(private_kafka, tmp_path):
     assert scalar(lake, "SELECT count(*) FROM frames") == n
     assert scalar(lake, "SELECT count(DISTINCT frame_id) FROM results WHERE model='hog-person'") == n
     assert scalar(lake, "SELECT count(*) FROM results") == n
-    (g,) = [g for g in lake.log.groups() if g.group == "hog-person.1"]
+    (g,) = [g for g in lake.log.groups() if g.group == "hog-person.2"]
     assert g.lag == 0
     lake.close()
 
