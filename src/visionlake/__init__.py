@@ -4,7 +4,9 @@ Frames flow from cameras, videos and image folders onto a partitioned frame log;
 consumer groups process them; images go to an archive and metadata, model versions and detections to
 a SQL catalog. `Lake` is the one entry point the CLI and other tools use.
 
-The names below import lazily, so `import visionlake` stays cheap for plugins and the CLI.
+The names below import lazily, so `import visionlake` stays cheap for plugins and the CLI. Ingesting
+is `Lake.ingest` (the function is `visionlake.ingest.publish.ingest`): a name `ingest` here would be
+shadowed by the `visionlake.ingest` subpackage as soon as anything imports it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ _EXPORTS = {
     "load_detector": "visionlake.detectors.registry",
     "list_detectors": "visionlake.detectors.registry",
     "Worker": "visionlake.workers.worker",
-    "ingest": "visionlake.ingest.publish",
     "VideoFileSource": "visionlake.ingest.sources",
     "CameraSource": "visionlake.ingest.sources",
     "ImageFolderSource": "visionlake.ingest.sources",

@@ -133,6 +133,7 @@ def print_summary(summary: dict, fmt: Format) -> None:
         f"visionlake show {faces[0][0][:12]} -o face.jpg" if faces else "visionlake show FRAME_ID -o face.jpg"
     )
     console.print(
-        "Next: [bold]visionlake status[/], [bold]visionlake search --label face --since 1h[/], "
+        "Next: [bold]visionlake serve[/] and open http://127.0.0.1:8000/ (the dashboard), "
+        "[bold]visionlake report counts --label face[/], [bold]visionlake search --label face --since 1h[/], "
         f"[bold]{show}[/] (a frame id or its first characters)"
     )

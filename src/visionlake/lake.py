@@ -6,9 +6,10 @@ chosen once, here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
 from .log import FrameLog, open_log
@@ -16,6 +17,7 @@ from .log import FrameLog, open_log
 if TYPE_CHECKING:  # the archive pulls in OpenCV and the catalog SQLAlchemy: only when opened
     from .archive import Archive
     from .catalog import Catalog
+    from .ingest.publish import IngestStats
 
 FRAMES_TOPIC = "frames"
 
@@ -53,6 +55,17 @@ class Lake:
         from .archive import Archive
 
         return Archive(self.settings.archive, self.settings.archive_options)
+
+    def ingest(self, source: Iterable[Any], camera: str, **options: Any) -> IngestStats:
+        """Publish every frame of `source` (a `VideoFileSource`, `CameraSource`, `ImageFolderSource` or
+        any iterable of captured frames) as camera `camera`; returns what was ingested.
+
+        `options` go to `visionlake.ingest.publish.ingest`: `topic`, `quality`, `motion`, `on_frame`,
+        `should_stop`.
+        """
+        from .ingest.publish import ingest
+
+        return ingest(self, source, camera, **options)
 
     def close(self) -> None:
         for name in ("log", "catalog"):

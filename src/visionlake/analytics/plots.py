@@ -101,6 +101,9 @@ def _counts(ax: Any, rep: Report) -> str | None:
             ys.append(found[g].get(t, 0))
         name = " / ".join("-" if v is None else str(v) for v in g) or "all"
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=name)
+    times = sorted({row[0] for row in rep.rows})
+    if times:  # at least a bucket either side: one bucket alone would be drawn on a span of years
+        ax.set_xlim(times[0] - step, times[-1] + step)
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from ..catalog import schema as S
 from ..catalog.base import Catalog, naive_utc
+from ..catalog.versions import one_version_per_model, registered_versions
 from ..errors import InputError
 from ._sql import as_datetime, check_bucket, engine_of, hour_of_day, time_bucket
 
@@ -84,18 +85,6 @@ class Report:
 # --- building blocks ---------------------------------------------------------------------------------
 
 
-def registered_versions(conn: Connection, model: str | None = None) -> dict[str, list[str]]:
-    """Each model's registered versions, newest first (created_at, then version, descending)."""
-    m = S.models.c
-    stmt = sa.select(m.model, m.model_version).order_by(m.model, m.created_at.desc(), m.model_version.desc())
-    if model is not None:
-        stmt = stmt.where(m.model == model)
-    found: dict[str, list[str]] = defaultdict(list)
-    for mod, ver in conn.execute(stmt):
-        found[mod].append(ver)
-    return dict(found)
-
-
 def check_model(conn: Connection, model: str | None, version: str | None) -> None:
     """UnknownModel naming `model` / `version` and listing what the catalog has."""
     if model is None and version is None:
@@ -116,37 +105,8 @@ def check_model(conn: Connection, model: str | None, version: str | None) -> Non
 
 
 def version_rule(conn: Connection, flt: ReportFilter) -> list[sa.ColumnElement]:
-    """Conditions on `results` that keep one model version per model and frame (see the module doc).
-
-    With several versions of a model, a result of version v counts when the frame has no result of
-    a newer version: a NOT EXISTS on results' primary key (frame_id, model, model_version), one index
-    lookup per row. Models with a single version need no check at all.
-    """
-    r = S.results.c
-    conds: list[sa.ColumnElement] = []
-    if flt.model is not None:
-        conds.append(r.model == flt.model)
-    if flt.model_version is not None:
-        conds.append(r.model_version == flt.model_version)
-        return conds
-    multi = {m: vs for m, vs in registered_versions(conn, flt.model).items() if len(vs) > 1}
-    if not multi:
-        return conds
-    newer = S.results.alias("newer")
-    n = newer.c
-
-    def no_newer(model: str, versions: list[str]) -> sa.ColumnElement:
-        return ~sa.exists().where(n.frame_id == r.frame_id, n.model == model, n.model_version.in_(versions))
-
-    alts: list[sa.ColumnElement] = [r.model.not_in(list(multi))]
-    for model, versions in multi.items():
-        alts.append((r.model == model) & (r.model_version == versions[0]))
-        for i, v in enumerate(versions[1:], 1):
-            alts.append((r.model == model) & (r.model_version == v) & no_newer(model, versions[:i]))
-        # a version with results but no models row (not written through the API): the oldest
-        alts.append((r.model == model) & r.model_version.not_in(versions) & no_newer(model, versions))
-    conds.append(sa.or_(*alts))
-    return conds
+    """Conditions on `results` that keep one model version per model and frame (see the module doc)."""
+    return one_version_per_model(conn, flt.model, flt.model_version)
 
 
 def frame_conditions(flt: ReportFilter) -> list[sa.ColumnElement]:

@@ -31,6 +31,7 @@ from ..frames import FrameMeta
 from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..types import Detections
 from . import schema as S
+from .versions import one_version_per_model
 
 #: The fewest characters of a frame id taken as a prefix (`show 4ac3`).
 MIN_PREFIX = 4
@@ -479,10 +480,13 @@ class SqlCatalog(Catalog):
                 .group_by(f.frame_id, f.camera, f.captured_at, r.model, r.model_version, f.uri)
                 .having(count >= flt.min_count)
             )
-            if flt.model is not None:
-                stmt = stmt.where(r.model == flt.model)
-            if flt.model_version is not None:
-                stmt = stmt.where(r.model_version == flt.model_version)
+        with self.engine.connect() as conn:
+            if flt.label is not None or flt.model is not None:  # one version per model: no frame twice
+                stmt = stmt.where(*one_version_per_model(conn, flt.model, flt.model_version))
+            return self._search(conn, stmt, flt)
+
+    def _search(self, conn: Connection, stmt: sa.Select, flt: SearchFilter) -> QueryResult:
+        f = S.frames.c
         if flt.camera is not None:
             stmt = stmt.where(f.camera == flt.camera)
         if flt.since is not None:
@@ -490,11 +494,9 @@ class SqlCatalog(Catalog):
         if flt.until is not None:
             stmt = stmt.where(f.captured_at < naive_utc(flt.until))
         stmt = stmt.order_by(f.captured_at, f.frame_id).limit(flt.limit + 1)
-        with self.engine.connect() as conn:
-            res = conn.execute(stmt)
-            rows = [tuple(row) for row in res]
-            cols = list(res.keys())
-        return QueryResult(cols, rows[: flt.limit], len(rows) > flt.limit)
+        res = conn.execute(stmt)
+        rows = [tuple(row) for row in res]
+        return QueryResult(list(res.keys()), rows[: flt.limit], len(rows) > flt.limit)
 
     def frame(self, frame_id: str) -> dict | None:
         with self.engine.connect() as conn:
@@ -510,23 +512,18 @@ class SqlCatalog(Catalog):
     def detections_for(
         self, frame_id: str, model: str | None = None, model_version: str | None = None
     ) -> list[dict]:
-        d, r, m = S.detections.c, S.results.c, S.models.c
+        d, r = S.detections.c, S.results.c
         with self.engine.connect() as conn:
-            versions = conn.execute(  # the model versions with a result for this frame, newest first
-                sa.select(r.model, r.model_version)
-                .outerjoin(S.models, (m.model == r.model) & (m.model_version == r.model_version))
-                .where(r.frame_id == frame_id)
-                .order_by(m.created_at.desc().nulls_last(), r.processed_at.desc())
+            chosen = conn.execute(
+                sa.select(r.model, r.model_version).where(
+                    r.frame_id == frame_id, *one_version_per_model(conn, model, model_version)
+                )
             ).all()
-            chosen: dict[str, str] = {}
-            for mod, ver in versions:
-                if (model is None or mod == model) and (model_version is None or ver == model_version):
-                    chosen.setdefault(mod, ver)
             if not chosen:
                 return []
             stmt = sa.select(S.detections).where(
                 d.frame_id == frame_id,
-                sa.or_(*[(d.model == mod) & (d.model_version == ver) for mod, ver in chosen.items()]),
+                sa.or_(*[(d.model == mod) & (d.model_version == ver) for mod, ver in chosen]),
             )
             return [
                 dict(row)
