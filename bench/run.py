@@ -39,6 +39,7 @@ BENCHMARKS = {
     "encode": "batch_encode",
     "accuracy": "batch_accuracy",
     "hog": "hog_accuracy",
+    "metrics": "worker_metrics",
 }
 ALIASES = {**{v: k for k, v in BENCHMARKS.items()}, **{k: k for k in BENCHMARKS}}
 

@@ -20,6 +20,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from . import __version__
+from .cli_analytics import register as register_analytics
 from .cli_batch import register as register_batch_commands
 from .cli_common import (
     FormatOpt,
@@ -36,10 +37,11 @@ from .cli_common import (
     time_option,
 )
 from .cli_common import progress_bar as _progress
+from .cli_web import register as register_web
 from .errors import InputError, SourceUnreachable, UnknownFrame, VisionlakeError
 from .lake import FRAMES_TOPIC
 from .limits import DEFAULT_MAX_PIXELS, DEFAULT_QUERY_MAX_BYTES, MAX_PARTITIONS
-from .output import Format, console, err_console, esc, human_bytes, record_out, rows_out
+from .output import Format, console, err_console, esc, human_bytes, plural, record_out, rows_out
 
 app = command_group(
     "A data platform for computer vision: frame log, detector workers, image archive, SQL catalog.",
@@ -98,12 +100,36 @@ def main_options(
 # --- ingest ------------------------------------------------------------------------------------
 
 
+MetricsPortOpt = Annotated[
+    int | None,
+    count_option(
+        "Serve Prometheus metrics on this port (/metrics) while ingesting", "--metrics-port", max=65535
+    ),
+]
+MetricsHostOpt = Annotated[str, typer.Option("--metrics-host", help="Address --metrics-port listens on")]
+
+
 def _run_ingest(
-    ctx: typer.Context, source, camera: str, total: int | None, quality: int, motion: bool, fmt: Format
+    ctx: typer.Context,
+    source,
+    camera: str,
+    total: int | None,
+    quality: int,
+    motion: bool,
+    fmt: Format,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     from .ingest.motion import MotionGate
     from .ingest.publish import ingest
 
+    metrics = None
+    if metrics_port is not None:  # before anything else: a port in use fails at once
+        from .metrics import Metrics
+
+        m = Metrics()
+        m.serve(metrics_port, metrics_host)
+        metrics = m.ingest(camera)
     lake = _state(ctx).lake
     gate = MotionGate() if motion else None
     stop = {"flag": False}
@@ -129,6 +155,7 @@ def _run_ingest(
                 motion=gate,
                 on_frame=on_frame,
                 should_stop=lambda: stop["flag"],
+                metrics=metrics,
             )
         finally:
             signal.signal(signal.SIGTERM, old)
@@ -168,6 +195,8 @@ def ingest_video(
             show_default=False,
         ),
     ] = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Publish the frames of a video file.
@@ -179,7 +208,17 @@ def ingest_video(
     from .ingest.sources import VideoFileSource, parse_size
 
     src = VideoFileSource(path, fps=fps, resize=parse_size(resize), start_time=start)
-    _run_ingest(ctx, src, camera, src.expected_frames, _check_quality(quality), motion, fmt)
+    _run_ingest(
+        ctx,
+        src,
+        camera,
+        src.expected_frames,
+        _check_quality(quality),
+        motion,
+        fmt,
+        metrics_port,
+        metrics_host,
+    )
 
 
 @ingest_app.command("camera")
@@ -196,6 +235,8 @@ def ingest_camera(
     max_reconnects: Annotated[
         int | None, count_option("Give up after this many failed reconnects in a row", min=0)
     ] = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Publish a live camera or network stream; reconnects with backoff when it drops or stalls."""
@@ -209,7 +250,9 @@ def ingest_camera(
         max_reconnects=max_reconnects,
         max_frames=max_frames,
     )
-    _run_ingest(ctx, src, camera, max_frames, _check_quality(quality), motion, fmt)
+    _run_ingest(
+        ctx, src, camera, max_frames, _check_quality(quality), motion, fmt, metrics_port, metrics_host
+    )
     if src.stopped_reason:  # gave up after failed reconnects: what was sent is kept, but say so
         raise SourceUnreachable(f"camera {camera} ({src.name}): {src.stopped_reason}")
 
@@ -223,6 +266,8 @@ def ingest_images(
     quality: Annotated[
         int, count_option("JPEG quality 1-100 for images that need re-encoding", max=100)
     ] = 90,
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Publish every image of a folder; unreadable files are listed with their reason."""
@@ -230,7 +275,7 @@ def ingest_images(
 
     src = ImageFolderSource(directory, resize=parse_size(resize))
     cam = camera or directory.resolve().name
-    _run_ingest(ctx, src, cam, src.count(), _check_quality(quality), False, fmt)
+    _run_ingest(ctx, src, cam, src.count(), _check_quality(quality), False, fmt, metrics_port, metrics_host)
 
 
 # --- workers -----------------------------------------------------------------------------------
@@ -299,6 +344,16 @@ def worker(
             help="Largest frame decoded, in pixels; bigger ones go to the dead letters",
         ),
     ] = DEFAULT_MAX_PIXELS,
+    metrics_port: Annotated[
+        int | None,
+        count_option(
+            "Serve Prometheus metrics on this port (/metrics); with --processes N, child i serves on "
+            "PORT+i (PORT to PORT+N-1)",
+            "--metrics-port",
+            max=65535,
+        ),
+    ] = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a detector over the frames topic as a member of a consumer group."""
@@ -330,10 +385,28 @@ def worker(
         args += ["--group", group] if group else []
         args += ["--until-idle"] if until_idle else []
         args += ["--max-frames", str(max_frames)] if max_frames is not None else []
-        results = scaling.collect(scaling.spawn(_state(ctx).global_argv(), args, processes))
+        if metrics_port is not None and metrics_port + processes - 1 > 65535:
+            raise InputError(
+                f"--metrics-port {metrics_port} with --processes {processes} goes past port 65535"
+            )
+
+        def own(i: int) -> list[str]:  # each child serves its metrics on a port of its own
+            return (
+                []
+                if metrics_port is None
+                else ["--metrics-port", str(metrics_port + i), "--metrics-host", metrics_host]
+            )
+
+        results = scaling.collect(scaling.spawn(_state(ctx).global_argv(), args, processes, own))
         keys = ["worker", "processed", "reused", "dead_lettered", "detections", "fps", "seconds"]
         rows_out(keys, [[r[k] for k in keys] for r in results], fmt, title=f"{processes} workers")
         return
+    metrics = None
+    if metrics_port is not None:  # before the lake opens: a port in use fails at once
+        from .metrics import Metrics
+
+        metrics = Metrics()
+        metrics.serve(metrics_port, metrics_host)
     w = Worker(
         _state(ctx).lake,
         det,
@@ -346,6 +419,7 @@ def worker(
         max_frames=max_frames,
         threads=threads,
         max_pixels=max_pixels,
+        metrics=metrics,
     )
     _run_worker(w, fmt, f"{det.name} {det.model_version}")
 
@@ -588,7 +662,8 @@ def log_topics(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
         kept = " and ".join(r for r in retention if r) or "forever"
         console.print(
             Text(
-                f"{t.name}: {len(t.partitions)} partitions, {t.records} records, {human_bytes(t.bytes)}; "
+                f"{t.name}: {plural(len(t.partitions), 'partition')}, {plural(t.records, 'record')}, "
+                f"{human_bytes(t.bytes)}; "
                 f"keeps {kept}; records up to {human_bytes(c.max_record_bytes)}",
                 style="bold",
             )
@@ -804,6 +879,8 @@ def demo(
 
 
 register_batch_commands(app)
+register_analytics(app)
+register_web(app)
 
 
 def main() -> None:

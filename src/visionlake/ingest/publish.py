@@ -11,12 +11,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..frames import FrameMeta, check_camera_id, encode_jpeg, frame_headers, make_frame_id
 from ..lake import FRAMES_TOPIC, Lake
 from .motion import MotionGate
 from .sources import CapturedFrame, SkippedFile
+
+if TYPE_CHECKING:
+    from ..metrics import IngestMetrics
 
 log = logging.getLogger("visionlake.ingest")
 
@@ -201,12 +204,14 @@ def ingest(
     motion: MotionGate | None = None,
     on_frame: Callable[[IngestStats], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    metrics: IngestMetrics | None = None,
 ) -> IngestStats:
     """Publish every frame of a source; bad files are reported, never fatal.
 
     The source is read in a thread: while it gives nothing (a camera reconnecting), records wait at
     most the publisher's linger before being flushed, and `should_stop` is seen within 0.1 s. Frames
-    already read when it says stop are still published.
+    already read when it says stop are still published. `metrics` (`Metrics.ingest(camera)`) counts
+    the frames, bytes and errors for Prometheus as the stats do.
     """
     stats = IngestStats(camera)
     publisher = FramePublisher(lake, camera, topic, quality)
@@ -215,6 +220,8 @@ def ingest(
     def handle(item: CapturedFrame | SkippedFile) -> None:
         if isinstance(item, SkippedFile):
             stats.errors.append((item.path, item.reason))
+            if metrics is not None:
+                metrics.error()
             log.info("skipped %s: %s", item.path, item.reason)  # the stats carry it to the caller
         elif motion is not None and not motion.check(item.image):
             stats.skipped_motion += 1
@@ -223,6 +230,8 @@ def ingest(
             stats.frames += 1
             stats.bytes += size
             stats.claim_checked += meta.ref is not None
+            if metrics is not None:
+                metrics.frame(size)
         if on_frame is not None:
             on_frame(stats)
 

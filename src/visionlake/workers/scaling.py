@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -31,12 +31,21 @@ def worker_command(global_args: Sequence[str], worker_args: Sequence[str]) -> li
     return [sys.executable, "-m", "visionlake", *global_args, "worker", *worker_args, "--format", "json"]
 
 
-def spawn(global_args: Sequence[str], worker_args: Sequence[str], n: int = 1) -> list[WorkerProcess]:
-    """Start `n` workers. Each gets one OpenMP thread: processes, not threads, share the cores."""
+def spawn(
+    global_args: Sequence[str],
+    worker_args: Sequence[str],
+    n: int = 1,
+    child_args: Callable[[int], Sequence[str]] | None = None,
+) -> list[WorkerProcess]:
+    """Start `n` workers. Each gets one OpenMP thread: processes, not threads, share the cores.
+
+    `child_args(i)`: options of child i only (`--metrics-port` port + i), after `worker_args`.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = []
-    for _ in range(n):
-        cmd = worker_command(global_args, worker_args)
+    for i in range(n):
+        own = list(child_args(i)) if child_args is not None else []
+        cmd = worker_command(global_args, [*worker_args, *own])
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         out.append(WorkerProcess(cmd, proc))
     return out

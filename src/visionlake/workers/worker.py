@@ -32,6 +32,7 @@ from ..frames import FrameMeta, check_dimensions, decode_image, image_format, is
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
 from ..limits import DEFAULT_MAX_PIXELS
 from ..log.base import Consumer, OffsetReset
+from ..metrics import NO_WORKER_METRICS, Metrics
 from ..types import Detections, Record
 from .archive_reader import ArchiveReader
 from .checkpoint import Checkpoint
@@ -94,6 +95,7 @@ class _Batch:
     dead: list[tuple[Record, str]] = field(default_factory=list)
     finished: list[Record] = field(default_factory=list)  # committable once persisted and published
     rows: list[FrameResult] = field(default_factory=list)
+    committed_at: float = 0.0  # time.time() when the catalog transaction of `rows` committed
 
 
 class Worker:
@@ -120,6 +122,7 @@ class Worker:
         retry_max: float = 30.0,
         source: Consumer | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.lake = lake
         self.detector = detector
@@ -144,6 +147,13 @@ class Worker:
         self.stats = WorkerStats(self.name, self.model, self.model_version, self.group)
         if source is not None:
             self.stats.source = "archive" if isinstance(source, ArchiveReader) else type(source).__name__
+        # Prometheus metrics (--metrics-port), recorded where the stats are counted; without, a no-op
+        self.metrics = (
+            metrics.worker(self.name, self.model, self.model_version, self.group)
+            if metrics is not None
+            else NO_WORKER_METRICS
+        )
+        self._backend = "log"  # the backend the batch in hand is using: what an outage is counted on
 
     def stop(self, *_args: object) -> None:
         """Ask the worker to finish the frame in hand, commit and return (signal-handler safe)."""
@@ -185,7 +195,7 @@ class Worker:
                 try:
                     records = consumer.poll(budget, timeout=0.25)
                 except BackendUnavailable as e:  # the log itself is down or full: wait, do not die
-                    self._wait_out(e, delay)
+                    self._wait_out(e, delay, backend="log")
                     delay = min(delay * 2, self.retry_max)
                     continue
                 delay = self.retry_initial
@@ -242,12 +252,15 @@ class Worker:
             except BackendUnavailable as e:
                 if self._stop:
                     raise
-                self._wait_out(e, delay, "retrying the batch")
+                self._wait_out(e, delay, "retrying the batch", self._backend)
                 delay = min(delay * 2, self.retry_max)
 
-    def _wait_out(self, e: BackendUnavailable, delay: float, what: str = "polling again") -> None:
+    def _wait_out(
+        self, e: BackendUnavailable, delay: float, what: str = "polling again", backend: str = "log"
+    ) -> None:
         """Log the outage and sleep `delay` seconds, waking at once on a stop request."""
         self.stats.retries += 1
+        self.metrics.backend_error(backend)
         log.warning("worker %s: %s; %s in %.1f s", self.name, e, what, delay)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not self._stop:
@@ -271,6 +284,7 @@ class Worker:
         unfinished, so they are not committed and the partition's next reader gets them.
         """
         batch = _Batch()
+        self._backend = "catalog"
         parsed: list[tuple[Record, FrameMeta]] = []
         for r in records:
             if self.until_ms is not None and r.timestamp_ms > self.until_ms:
@@ -306,6 +320,7 @@ class Worker:
         """Decode, check and detect one frame (or reuse its stored detections)."""
         t0 = time.perf_counter()
         if meta.ref:
+            self._backend = "archive"
             try:
                 data = self.lake.archive.get(meta.ref)
             except ArchiveError as e:
@@ -349,6 +364,7 @@ class Worker:
     def _persist(self, batch: _Batch) -> None:
         """Archive objects first, then every catalog row of the batch in one transaction."""
         rows: list[FrameResult] = []
+        self._backend = "archive"
         for res in batch.results:
             try:
                 uri = res.meta.ref or self.lake.archive.put(res.key, res.data)
@@ -372,7 +388,9 @@ class Worker:
                     processed_at=datetime.now(UTC),
                 )
             )
+        self._backend = "catalog"
         self.lake.catalog.write_results(rows)
+        batch.committed_at = time.time()
         batch.rows = rows
 
     def _publish(self, batch: _Batch, producer) -> None:
@@ -381,6 +399,7 @@ class Worker:
         A producer keeps what a failed flush could not write, so a retried batch only flushes again:
         queueing its events a second time would publish them twice.
         """
+        self._backend = "log"
         if self._queued:
             producer.flush()
             return
@@ -409,6 +428,7 @@ class Worker:
             st.dead_lettered += 1
             kind = reason.split(":")[0]
             st.dlq_reasons[kind] = st.dlq_reasons.get(kind, 0) + 1
+        self.metrics.batch(batch.rows, batch.dead, batch.committed_at)
 
     def _event(self, res: FrameResult) -> dict:
         return {
