@@ -367,6 +367,40 @@ def test_path_traversal_urls_get_404(server):
     conn.close()
 
 
+def test_metrics_endpoint_parses_and_shows_lag_catalog_counts_and_backends(server, locked):
+    pytest.importorskip("prometheus_client", reason="the metrics extra is not installed")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(server.url + "/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+    def values(name: str) -> dict[tuple, float]:
+        return {labels: v for (n, labels), v in samples.items() if n == name}
+
+    assert values("visionlake_backend_up") == {(("backend", "catalog"),): 1.0, (("backend", "log"),): 1.0}
+    lags = values("visionlake_group_lag")
+    groups = {dict(k)["group"] for k in lags}
+    assert "haar-face.1" in groups and all(v >= 0 for v in lags.values())
+    assert {dict(k)["partition"] for k in lags} >= {"0", "1", "2", "3"}  # per partition
+    results = values("visionlake_catalog_results")
+    assert {(dict(k)["model"], dict(k)["model_version"]) for k in results} >= {
+        ("haar-face", "1"),
+        ("haar-face", "2"),
+    }
+    frames = values("visionlake_catalog_frames")
+    ends = values("visionlake_topic_end_offset")
+    assert sum(frames.values()) == sum(v for k, v in ends.items() if dict(k)["topic"] == "frames")
+    # with a token, Prometheus needs it too
+    assert httpx.get(locked.url + "/metrics").status_code == 401
+    ok = httpx.get(locked.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and "visionlake_group_lag" in ok.text
+
+
 def test_a_token_guards_everything_and_the_login_form_works(locked, browser, shots, lake_root):
     fid = frame_ids(lake_root)[0]
     for path in ("/", "/api/overview", f"/thumb/{fid}.jpg", f"/image/{fid}.jpg", "/api/live/stream"):

@@ -227,6 +227,21 @@ def create_app(lake: Lake, token: str | None = None) -> FastAPI:
         )
         return resp
 
+    # --- metrics ---------------------------------------------------------------------------------
+
+    registry: list[Any] = []  # made on the first scrape: prometheus_client is the metrics extra
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from .metrics import lake_registry
+
+        if not registry:
+            registry.append(lake_registry(lake))
+        body = await run_in_threadpool(generate_latest, registry[0])
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     # --- overview --------------------------------------------------------------------------------
 
     @app.get("/api/overview")
