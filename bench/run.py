@@ -30,6 +30,7 @@ BENCHMARKS = {
     "memory": "worker_memory",
     "scaling": "scaling",
     "latency": "latency",
+    "live": "live_latency",
     "replay": "replay_sources",
     "kafka": "kafka_throughput",
     "catalog": "catalog_writes",
