@@ -2,9 +2,8 @@
 
     python bench/run.py [--quick] [--only NAME ...]
 
-NAME is one of: log, worker, memory, scaling, latency, replay, kafka, catalog, pack, extract, vocab, encode, accuracy
-(or the module names log_throughput, worker_throughput, worker_memory, replay_sources, kafka_throughput, catalog_writes, batch_pack,
-batch_extract, batch_vocab, batch_encode, batch_accuracy).
+NAME is one of the keys of BENCHMARKS below (log, worker, memory, scaling, latency, live, replay, kafka,
+catalog, pack, extract, vocab, encode, accuracy, hog, metrics, ...) or its module name.
 `--quick` finishes in under 3 minutes on a 2-core machine; the full mode uses more frames and records.
 All data goes to one temporary directory, removed at the end. Progress goes to stderr.
 """
@@ -41,6 +40,7 @@ BENCHMARKS = {
     "accuracy": "batch_accuracy",
     "hog": "hog_accuracy",
     "metrics": "worker_metrics",
+    "reports": "reports",
 }
 ALIASES = {**{v: k for k, v in BENCHMARKS.items()}, **{k: k for k in BENCHMARKS}}
 

@@ -294,6 +294,9 @@ LINES: dict[tuple[str, str], Run | Skip] = {
         "docs/batch.md's command, run above, under /usr/bin/time -v (which only measures)",
         "docs/batch.md",
     ),
+    ("docs/benchmarks.md", ".venv/bin/python bench/run.py --quick --only live"): Skip(
+        BENCH_SLOW + " (about 25 s: two cameras streaming in real time, a worker and the dashboard)"
+    ),
     ("docs/benchmarks.md", ".venv/bin/python bench/hog_accuracy.py"): Run(
         "{bin}python {bench}hog_accuracy.py --quick",
         "the full grid times 10 settings 3 times (minutes); --quick scores the before and after settings",
