@@ -97,5 +97,5 @@ def test_demo_on_kafka_postgres_and_s3(tmp_path, kafka_server, postgres_url, s3_
         postgres_url,
     )
     check_summary(summary)
-    uris = [r[3] for r in summary["queries"][1]["rows"]]
+    uris = [r[4] for r in summary["queries"][1]["rows"]]  # frame_id, camera, captured_at, score, uri
     assert all(u.startswith(f"s3://{s3_bucket}/demo/megamind/") for u in uris)

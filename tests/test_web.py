@@ -208,6 +208,12 @@ def test_overview_shows_cameras_models_groups_and_dead_letters(server, tab):
     group = next(g for g in doc["groups"] if g["group"] == "haar-face.1")
     assert group["partitions"] and all(p["lag"] == 0 for p in group["partitions"])
     assert doc["dead_letters"]["records"] == 0
+    # the lake was just made: its results were all stored in the last 5 minutes
+    rates = {(m["model"], m["model_version"]): m for m in doc["models"]}
+    assert (
+        rates[("haar-face", "1")]["fps_recent"] > 0 and rates[("haar-face", "1")]["ms_per_frame_recent"] > 0
+    )
+    assert all(c["fps_recent"] >= 0 for c in doc["cameras"])
 
 
 def test_gallery_filters_by_camera_and_min_count_and_pages_by_keyset(server, tab, lake_root):

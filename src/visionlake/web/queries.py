@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,15 +61,10 @@ def iso_time(ts: Any) -> str | None:
 
 
 @dataclass(frozen=True)
-class Filters:
-    """The filters every page shares, parsed from a query string (empty values mean no filter)."""
+class Filters(ReportFilter):
+    """The filters every page shares, parsed from a query string (empty values mean no filter):
+    the reports' filter, and the gallery's minimum count."""
 
-    camera: str | None = None
-    label: str | None = None
-    model: str | None = None
-    model_version: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
     min_count: int = 0
 
     @classmethod
@@ -103,6 +98,7 @@ class Filters:
         return flt
 
     def report(self) -> ReportFilter:
+        """The filter without the gallery's minimum count, for the reports (their cache key too)."""
         return ReportFilter(self.camera, self.label, self.model, self.model_version, self.since, self.until)
 
     def as_params(self) -> dict[str, str]:
@@ -351,8 +347,37 @@ def dead_letters(lake: Lake, topic: str = FRAMES_TOPIC) -> dict[str, Any]:
     return out
 
 
+#: The window of the overview's rates (frames/s of cameras and of workers).
+RECENT_S = 300
+
+
+def recent_rates(catalog: Catalog, seconds: int = RECENT_S) -> dict[str, dict]:
+    """Frames per second over the last `seconds`: per camera (frames filmed in the window) and per
+    model version (results processed in it, with their mean decode+detect ms), from the indexes
+    frames(captured_at) and results(model, model_version, processed_at)."""
+    f, r = S.frames.c, S.results.c
+    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=seconds)
+    with engine_of(catalog).connect() as conn:
+        cams = conn.execute(
+            sa.select(f.camera, sa.func.count()).where(f.captured_at >= since).group_by(f.camera)
+        ).all()
+        models = conn.execute(
+            sa.select(r.model, r.model_version, sa.func.count(), sa.func.avg(r.latency_ms))
+            .where(r.processed_at >= since)
+            .group_by(r.model, r.model_version)
+        ).all()
+    return {
+        "cameras": {c: round(n / seconds, 2) for c, n in cams},
+        "models": {
+            (m, v): {"fps": round(n / seconds, 2), "ms": round(float(ms), 1) if ms is not None else None}
+            for m, v, n, ms in models
+        },
+    }
+
+
 def overview(lake: Lake) -> dict[str, Any]:
     counts = lake.catalog.counts()  # type: ignore[attr-defined]
+    rates = recent_rates(lake.catalog)
     topics = lake.log.topics()
     groups = lake.log.groups()
     return {
@@ -361,7 +386,14 @@ def overview(lake: Lake) -> dict[str, Any]:
         "catalog": redact_url(lake.catalog.url),
         "archive": redact_url(lake.archive.url),
         "cameras": [
-            {"camera": c, "frames": n, "first": iso_time(a), "last": iso_time(b), "last_time": fmt_time(b)}
+            {
+                "camera": c,
+                "frames": n,
+                "first": iso_time(a),
+                "last": iso_time(b),
+                "last_time": fmt_time(b),
+                "fps_recent": rates["cameras"].get(c, 0.0),
+            }
             for c, n, a, b in counts["cameras"]
         ],
         "topics": [
@@ -388,9 +420,17 @@ def overview(lake: Lake) -> dict[str, Any]:
             for g in groups
         ],
         "models": [
-            {"model": m, "model_version": v, "frames": n, "detections": int(d or 0)}
+            {
+                "model": m,
+                "model_version": v,
+                "frames": n,
+                "detections": int(d or 0),
+                "fps_recent": rates["models"].get((m, v), {}).get("fps", 0.0),
+                "ms_per_frame_recent": rates["models"].get((m, v), {}).get("ms"),
+            }
             for m, v, n, d in counts["models"]
         ],
+        "recent_seconds": RECENT_S,
         "dead_letters": dead_letters(lake),
         "generated_at": iso(datetime.now(UTC)),
     }
