@@ -161,6 +161,8 @@ def test_every_command_has_help(tmp_path):
         assert code == 0, name
         assert f"Usage: visionlake {name}".rstrip() in text, name
         assert "--help" in text, name
+        for python_type in ("<bool>", "<str>", "<list[", "<int", "<float", "<path>"):  # TEXT, INTEGER...
+            assert python_type not in text, f"{name}: {python_type} in its help"
     assert list(tmp_path.iterdir()) == []
 
 

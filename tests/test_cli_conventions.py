@@ -88,27 +88,6 @@ def test_each_flag_means_one_thing_across_the_cli():
     assert {c for c, _ in found["--model-version"]} >= {"search", "show", "replay"}
 
 
-def test_help_names_types_in_words_people_read(tmp_path):
-    """No Python type names (<bool>, <str>, <list[str]>) in any command's --help."""
-    code = (
-        "import contextlib, io, sys\n"
-        "from visionlake.cli import app\n"
-        "buf = io.StringIO()\n"
-        "with contextlib.redirect_stdout(buf):\n"
-        "    try: app(sys.argv[1:] + ['--help'], prog_name='visionlake', standalone_mode=False)\n"
-        "    except SystemExit: pass\n"
-        "print(buf.getvalue())\n"
-    )
-    for args in ([], ["worker"], ["replay"], ["dataset", "pack"], ["bovw", "run"], ["log", "produce"]):
-        text = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
-        ).stdout
-        assert "Usage: visionlake" in text, args
-        for python_type in ("<bool>", "<str>", "<list[", "<int", "<float", "<path>"):
-            assert python_type not in text, f"{args}: {python_type} in help"
-    assert "--help" in text and "TEXT" in text and "PATH" in text
-
-
 # --- tables at 80 columns ---------------------------------------------------------------------------
 
 

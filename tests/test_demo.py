@@ -99,3 +99,51 @@ def test_demo_on_kafka_postgres_and_s3(tmp_path, kafka_server, postgres_url, s3_
     check_summary(summary)
     uris = [r[4] for r in summary["queries"][1]["rows"]]  # frame_id, camera, captured_at, score, uri
     assert all(u.startswith(f"s3://{s3_bucket}/demo/megamind/") for u in uris)
+    # the dashboard over the same lake of servers: its API, a thumbnail from S3, a chart, /metrics
+    from visionlake.lake import Lake
+
+    with Lake(
+        lake=lake,
+        log=f"kafka://{kafka_server.bootstrap}?topic_prefix=demo-{tmp_path.name}",
+        catalog=postgres_url,
+    ) as lk:
+        check_dashboard(lk, summary)
+
+
+def check_dashboard(lake, summary: dict) -> None:
+    """The dashboard's pages and API read this lake (whatever its backends) through the application."""
+    import asyncio
+
+    pytest.importorskip("fastapi", reason="the dashboard extra is not installed")
+    httpx = pytest.importorskip("httpx")
+    import cv2
+    import numpy as np
+
+    from visionlake.web.app import create_app
+
+    top = summary["queries"][1]["rows"][0][0]
+
+    async def visit() -> dict:
+        transport = httpx.ASGITransport(app=create_app(lake))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as c:
+            paths = ["/api/overview", "/api/frames?camera=megamind", "/metrics", "/", f"/frames/{top[:8]}"]
+            paths += [f"/thumb/{top}.jpg?w=120", "/reports/hours.png"]
+            out = {}
+            for path in paths:
+                r = await c.get(path)
+                assert r.status_code == 200, (path, r.text[:500])
+                out[path] = r
+            return out
+
+    got = asyncio.run(visit())
+    overview = got["/api/overview"].json()
+    ingested = {i["camera"]: i["frames"] for i in summary["ingested"]}
+    assert {c["camera"]: c["frames"] for c in overview["cameras"]} == ingested
+    assert {g["group"] for g in overview["groups"]} == {"haar-face.1", "hog-person.2"}
+    assert got["/api/frames?camera=megamind"].json()["frames"]
+    thumb = cv2.imdecode(np.frombuffer(got[f"/thumb/{top}.jpg?w=120"].content, np.uint8), cv2.IMREAD_COLOR)
+    assert thumb is not None and thumb.shape[1] == 120  # made from the archive's image
+    assert top.encode() in got[f"/frames/{top[:8]}"].content
+    assert got["/reports/hours.png"].content[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = got["/metrics"].text
+    assert 'visionlake_backend_up{backend="catalog"} 1.0' in metrics and "visionlake_group_lag{" in metrics
