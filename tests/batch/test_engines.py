@@ -329,6 +329,30 @@ def test_engines_extract_identical_descriptors(local_engine, spark_engine, datas
     assert records.read_meta(local_out) == records.read_meta(spark_out)
 
 
+def test_one_local_process_runs_in_this_process_with_the_same_output(
+    local_engine, datasets, extract, tmp_path
+):
+    """processes=1 runs the tasks here (no spawned worker); the features are those of a pool of 2."""
+    import os
+
+    pooled_report, pooled_out, _ = extract(local_engine, datasets, "parquet", "sift")
+    out = tmp_path / "one.parquet"
+    pids: list[int] = []
+    with LocalEngine(processes=1) as one:
+        report = one.extract(str(datasets["parquet"]), str(out), FeatureExtractor(algo="sift", **EXTRACTOR))
+        pids.append(one._get_pool().submit(os.getpid).result())
+    assert pids == [os.getpid()]
+    assert (report.images, report.empty, report.descriptors) == (
+        pooled_report.images,
+        pooled_report.empty,
+        pooled_report.descriptors,
+    )
+    one_sets, pooled_sets = read_sets(out), read_sets(pooled_out)
+    assert sorted(one_sets) == sorted(pooled_sets) == GOOD_KEYS
+    for key in GOOD_KEYS:
+        np.testing.assert_array_equal(one_sets[key].descriptors, pooled_sets[key].descriptors, err_msg=key)
+
+
 def test_spark_output_is_a_directory_with_a_sidecar(spark_engine, datasets, extract):
     _, out, _ = extract(spark_engine, datasets, "parquet", "sift")
     assert out.is_dir() and (out / records.SIDECAR).is_file()

@@ -1,4 +1,5 @@
-"""The local engine: the batch steps on a pool of worker processes on this machine.
+"""The local engine: the batch steps on a pool of worker processes on this machine (with
+`processes=1`, in this process).
 
 The parent process streams the input (images or feature rows) in batches, keeps about two batches per
 worker in flight, and writes the results in input order into one Parquet file. Workers do the heavy
@@ -187,6 +188,29 @@ def _encode_task(token: str, payload: bytes, table: Any, dim: int, dtype: str) -
     return records.bow_table([s.key for s in sets], [s.label for s in sets], vectors), n_desc
 
 
+class _InProcess:
+    """The executor of `processes=1`: each task runs in this process when submitted.
+
+    A pool of one spawned process would cost its start-up and a second import of OpenCV and
+    scikit-learn (seconds) for no parallelism; the tasks and their results are the same. Like a
+    pool worker, this process then runs OpenCV and BLAS single-threaded (`prepare_worker`).
+    """
+
+    def __init__(self) -> None:
+        prepare_worker()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed over as a pool would: on result()
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Nothing runs in the background."""
+
+
 # --- the engine --------------------------------------------------------------------------------------
 
 
@@ -199,7 +223,7 @@ class LocalEngine(Engine):
         if processes is not None and (not isinstance(processes, int) or processes < 1):
             raise InputError(f"processes must be an integer >= 1, not {processes!r}")
         self.processes = processes or os.cpu_count() or 1
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ProcessPoolExecutor | _InProcess | None = None
 
     # --- pool ------------------------------------------------------------------------------------
 
@@ -212,13 +236,16 @@ class LocalEngine(Engine):
             f.result()
         return time.perf_counter() - t0
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    def _get_pool(self) -> ProcessPoolExecutor | _InProcess:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=prepare_worker,
-            )
+            if self.processes == 1:  # one worker: this process, without spawning and re-importing one
+                self._pool = _InProcess()
+            else:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=prepare_worker,
+                )
         return self._pool
 
     def close(self) -> None:
