@@ -292,9 +292,9 @@ def filled(catalog):
 # --- schema -------------------------------------------------------------------------------------
 
 
-def test_schema_has_version_2_and_the_design_columns(catalog, store):
-    assert catalog.schema_version() == 2
-    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]
+def test_schema_has_version_3_and_the_design_columns(catalog, store):
+    assert catalog.schema_version() == 3
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
     for table, columns in DESIGN_COLUMNS.items():
         assert store.columns(table) == columns, table
     assert store.primary_key("frames") == ["frame_id"]
@@ -307,10 +307,10 @@ def test_reopening_keeps_data_and_does_not_migrate_again(catalog_url, store, fil
     catalog.close()
     for _ in range(3):
         again = open_catalog(catalog_url)
-        assert again.schema_version() == 2
+        assert again.schema_version() == 3
         assert again.frame(filled["a"][1].frame_id)["camera"] == "cam-a"
         again.close()
-    assert store.rows("SELECT count(*) FROM schema_version") == [(2,)]
+    assert store.rows("SELECT count(*) FROM schema_version") == [(3,)]
     assert store.snapshot() == before
 
 
@@ -714,13 +714,13 @@ def test_two_processes_writing_the_same_frames_leave_no_duplicates(catalog_url, 
         "AND d.model = r.model AND d.model_version = r.model_version"
     )
     assert store.rows(f"SELECT count(*) FROM results r WHERE n_detections != ({stored})") == [(0,)]
-    assert store.rows("SELECT count(*) FROM schema_version") == [(2,)]
+    assert store.rows("SELECT count(*) FROM schema_version") == [(3,)]
 
 
 def _open_at_once(url: str, barrier) -> None:
     barrier.wait(60)
     cat = open_catalog(url)
-    assert cat.schema_version() == 2
+    assert cat.schema_version() == 3
     cat.write_results([result(meta("cam", 0))])
     cat.close()
 
@@ -729,7 +729,7 @@ def test_processes_opening_a_fresh_catalog_at_once_migrate_it_once(catalog_url, 
     n = 2
     barrier = multiprocessing.get_context("spawn").Barrier(n)
     assert _run_children(_open_at_once, [(catalog_url, barrier)] * n) == [0] * n
-    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
     assert store.rows("SELECT count(*) FROM frames") == [(1,)]
     for table, columns in DESIGN_COLUMNS.items():
         assert store.columns(table) == columns, table
@@ -1085,7 +1085,7 @@ def test_postgres_wrong_credentials_are_config_errors_naming_user_and_database(
         open_catalog(f"postgresql://nobody_here@{base}")
     cat = open_catalog(f"postgresql://{user}:right-pw@{base}")
     try:
-        assert cat.schema_version() == 2 and "right-pw" not in cat.url and "***" in cat.url
+        assert cat.schema_version() == 3 and "right-pw" not in cat.url and "***" in cat.url
     finally:
         cat.close()
 
@@ -1175,18 +1175,19 @@ def test_replay_cursors_are_kept_per_replay(catalog):
 def test_a_version_1_catalog_is_upgraded_in_place(catalog_url, store, filled, catalog):
     catalog.close()
     store.execute("DROP TABLE replay_cursors")
-    store.execute("DELETE FROM schema_version WHERE version = 2")
+    store.execute("DROP TABLE rollup_hours")
+    store.execute("DELETE FROM schema_version WHERE version >= 2")
     data = "SELECT (SELECT count(*) FROM frames), (SELECT count(*) FROM results), (SELECT count(*) FROM detections)"
     before = store.rows(data)
     again = open_catalog(catalog_url)
     try:
-        assert again.schema_version() == 2
+        assert again.schema_version() == 3
         again.set_replay_cursor("r", (T0, "f"))
         assert again.replay_cursor("r") == (T0, "f")
     finally:
         again.close()
     assert store.rows(data) == before == [(5, 7, 8)]
-    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,)]
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
 
 
 # --- one frame: ids by prefix, one version per model ---------------------------------------------

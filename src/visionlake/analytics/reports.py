@@ -8,14 +8,19 @@ frame the replay has not reached yet still counts with the older version.
 `frames` is always the number of frames processed (with a result, found something or not), so counts
 over time stay honest about empty hours; `detections` is the number of boxes (of `label`, if given).
 The queries are SQLAlchemy Core and run the same on SQLite and PostgreSQL (see `_sql`).
+
+`counts` and `hours` read the hourly roll-up `rollup_hours` (kept by the writers, docs/catalog.md)
+for whole hours and the raw tables only for partial hours at the ends of the window, so their cost
+does not grow with the history; minute buckets, and versions written without a `models` row, count
+the raw tables (`exact=True` forces that). `top` and `latest` read the raw tables.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +28,14 @@ from sqlalchemy.engine import Connection
 
 from ..catalog import schema as S
 from ..catalog.base import Catalog, naive_utc
-from ..catalog.versions import one_version_per_model, registered_versions
+from ..catalog.versions import (
+    ALL,
+    NEWEST,
+    VERSION,
+    one_version_per_model,
+    registered_versions,
+    rollup_versions_registered,
+)
 from ..errors import InputError
 from ._sql import as_datetime, check_bucket, engine_of, hour_of_day, time_bucket
 
@@ -158,7 +170,12 @@ def _int(v: Any) -> int:
 
 
 def counts(
-    catalog: Catalog, flt: ReportFilter | None = None, bucket: str = "hour", by: Sequence[str] = ("camera",)
+    catalog: Catalog,
+    flt: ReportFilter | None = None,
+    bucket: str = "hour",
+    by: Sequence[str] = ("camera",),
+    *,
+    exact: bool = False,
 ) -> Report:
     """Frames and detections per time bucket, grouped by camera, label and/or model version.
 
@@ -166,48 +183,21 @@ def counts(
     `model` and `model_version` as grouped, then `frames` and `detections`. Grouped by label, each
     bucket lists the labels found (with the frames processed in that bucket and group); a bucket
     where nothing was found shows one row with no label and 0 detections.
+
+    Hour and day buckets are read from the hourly roll-up (`rollup_hours`) where it answers exactly
+    (see `_use_rollup`), with the partial hours at the ends of [since, until) counted from the raw
+    tables; minute buckets, and `exact=True`, count the raw tables.
     """
     flt = flt or ReportFilter()
     check_bucket(bucket)
     groups = _normalize_by(by)
     engine = engine_of(catalog)
-    f, r, d = S.frames.c, S.results.c, S.detections.c
-    b = time_bucket(f.captured_at, bucket, engine.dialect.name).label("bucket")
-    gcols: list[sa.ColumnElement] = []
-    names: list[str] = []
-    for g in groups:
-        if g == "camera":
-            gcols.append(f.camera)
-            names.append("camera")
-        elif g == "model-version":
-            gcols += [r.model, r.model_version]
-            names += ["model", "model_version"]
     by_label = "label" in groups
     with engine.connect() as conn:
         check_model(conn, flt.model, flt.model_version)
-        where = [*frame_conditions(flt), *version_rule(conn, flt)]
-        totals = conn.execute(
-            sa.select(b, *gcols, sa.func.count(sa.distinct(f.frame_id)), sa.func.sum(r.n_detections))
-            .select_from(_frames_results())
-            .where(*where)
-            .group_by(b, *gcols)
-        ).all()
-        per_label: dict[tuple, dict[str | None, int]] = defaultdict(dict)
-        if flt.label is not None or by_label:
-            stmt = (
-                sa.select(b, *gcols, d.label, sa.func.count())
-                .select_from(_with_detections(_frames_results()))
-                .where(*where)
-                .group_by(b, *gcols, d.label)
-            )
-            if flt.label is not None:
-                stmt = stmt.where(d.label == flt.label)
-            for row in conn.execute(stmt):
-                per_label[(as_datetime(row[0]), *row[1:-2])][row[-2]] = _int(row[-1])
+        totals, per_label = _counts(conn, flt, bucket, groups, exact)
     rows: list[tuple] = []
-    for row in totals:
-        key = (as_datetime(row[0]), *row[1:-2])
-        frames_n, dets_n = _int(row[-2]), _int(row[-1])
+    for key, (frames_n, dets_n) in totals.items():
         if by_label:
             found = per_label.get(key) or {flt.label: 0}
             rows += [(*key, lab, frames_n, n) for lab, n in sorted(found.items(), key=lambda x: x[0] or "")]
@@ -215,7 +205,7 @@ def counts(
             rows.append((*key, frames_n, sum(per_label.get(key, {}).values())))
         else:
             rows.append((*key, frames_n, dets_n))
-    columns = [bucket, *names]
+    columns = [bucket, *_group_names(groups)]
     if by_label:  # the label goes where --by put it among the group columns: after them, simply
         columns.append("label")
     columns += ["frames", "detections"]
@@ -224,41 +214,227 @@ def counts(
     return Report("counts", columns, rows, title, bucket=bucket, by=groups)
 
 
-def hours(catalog: Catalog, flt: ReportFilter | None = None) -> Report:
-    """The hour-of-day histogram (UTC, 0-23, every hour present): frames and detections."""
-    flt = flt or ReportFilter()
-    engine = engine_of(catalog)
+def _group_names(groups: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for g in groups:
+        if g == "camera":
+            names.append("camera")
+        elif g == "model-version":
+            names += ["model", "model_version"]
+    return names
+
+
+#: (bucket, *group values) -> [frames, detections]; and -> {label: detections}
+Totals = dict[tuple, list[int]]
+PerLabel = dict[tuple, dict[str | None, int]]
+
+
+def _counts(
+    conn: Connection, flt: ReportFilter, bucket: str, groups: tuple[str, ...], exact: bool
+) -> tuple[Totals, PerLabel]:
+    """The counts' numbers: from the roll-up for whole hours plus the raw tables for partial ones,
+    or all from the raw tables."""
+    if exact or not _use_rollup(conn, flt, bucket):
+        return _counts_exact(conn, flt, bucket, groups)
+    whole, edges = _split_hours(flt)
+    totals: Totals = {}
+    per_label: PerLabel = defaultdict(dict)
+    parts = [_counts_rollup(conn, whole, bucket, groups)] if whole is not None else []
+    parts += [_counts_exact(conn, e, bucket, groups) for e in edges]
+    for t, pl in parts:
+        for key, (nf, nd) in t.items():
+            acc = totals.setdefault(key, [0, 0])
+            acc[0] += nf
+            acc[1] += nd
+        for key, labs in pl.items():
+            for lab, n in labs.items():
+                per_label[key][lab] = per_label[key].get(lab, 0) + n
+    return totals, per_label
+
+
+def _use_rollup(conn: Connection, flt: ReportFilter, bucket: str) -> bool:
+    """Whether the roll-up answers exactly: hour or day buckets (minutes are not in it) and, without a
+    pinned version, every version of the model(s) with results registered in `models`, since only
+    then is the roll-up's newest view the rule of `one_version_per_model` (which counts versions
+    written without a models row in its own way)."""
+    if bucket == "minute":
+        return False
+    if flt.since is not None and flt.until is not None and naive_utc(flt.since) >= naive_utc(flt.until):
+        return False
+    return flt.model_version is not None or rollup_versions_registered(conn, flt.model)
+
+
+def _floor_hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def _split_hours(flt: ReportFilter) -> tuple[ReportFilter | None, list[ReportFilter]]:
+    """[since, until) as whole hours (None: there are none) and the partial hours at its ends."""
+    since = naive_utc(flt.since) if flt.since is not None else None
+    until = naive_utc(flt.until) if flt.until is not None else None
+    lo = (
+        None
+        if since is None
+        else _floor_hour(since) + (timedelta(hours=1) if since != _floor_hour(since) else timedelta())
+    )
+    hi = None if until is None else _floor_hour(until)
+    if lo is not None and hi is not None and lo > hi:  # inside one hour
+        return None, [flt]
+    edges = []
+    if since is not None and lo != since:
+        edges.append(replace(flt, since=since, until=lo))
+    if until is not None and hi != until:
+        edges.append(replace(flt, since=hi, until=until))
+    whole = replace(flt, since=lo, until=hi)
+    return (None if lo is not None and lo == hi else whole), edges
+
+
+def _counts_exact(
+    conn: Connection, flt: ReportFilter, bucket: str, groups: tuple[str, ...]
+) -> tuple[Totals, PerLabel]:
+    """The counts from frames, results and detections (a GROUP BY over every matching row)."""
     f, r, d = S.frames.c, S.results.c, S.detections.c
-    h = hour_of_day(f.captured_at, engine.dialect.name).label("hour")
-    frames_n: dict[int, int] = {}
-    dets_n: dict[int, int] = {}
-    with engine.connect() as conn:
-        check_model(conn, flt.model, flt.model_version)
-        where = [*frame_conditions(flt), *version_rule(conn, flt)]
-        for hour, nf, nd in conn.execute(
-            sa.select(h, sa.func.count(sa.distinct(f.frame_id)), sa.func.sum(r.n_detections))
+    b = time_bucket(f.captured_at, bucket, conn.dialect.name).label("bucket")
+    gcols: list[sa.ColumnElement] = []
+    for g in groups:
+        if g == "camera":
+            gcols.append(f.camera)
+        elif g == "model-version":
+            gcols += [r.model, r.model_version]
+    where = [*frame_conditions(flt), *version_rule(conn, flt)]
+    totals: Totals = {
+        (as_datetime(row[0]), *row[1:-2]): [_int(row[-2]), _int(row[-1])]
+        for row in conn.execute(
+            sa.select(b, *gcols, sa.func.count(sa.distinct(f.frame_id)), sa.func.sum(r.n_detections))
             .select_from(_frames_results())
             .where(*where)
-            .group_by(h)
-        ):
-            frames_n[int(hour)], dets_n[int(hour)] = _int(nf), _int(nd)
+            .group_by(b, *gcols)
+        )
+    }
+    per_label: PerLabel = defaultdict(dict)
+    if flt.label is not None or "label" in groups:
+        stmt = (
+            sa.select(b, *gcols, d.label, sa.func.count())
+            .select_from(_with_detections(_frames_results()))
+            .where(*where)
+            .group_by(b, *gcols, d.label)
+        )
         if flt.label is not None:
-            dets_n = {
-                int(hour): _int(n)
-                for hour, n in conn.execute(
-                    sa.select(h, sa.func.count())
-                    .select_from(_with_detections(_frames_results()))
-                    .where(*where, d.label == flt.label)
-                    .group_by(h)
-                )
-            }
+            stmt = stmt.where(d.label == flt.label)
+        for row in conn.execute(stmt):
+            per_label[(as_datetime(row[0]), *row[1:-2])][row[-2]] = _int(row[-1])
+    return totals, per_label
+
+
+def _counts_rollup(
+    conn: Connection, flt: ReportFilter, bucket: str, groups: tuple[str, ...]
+) -> tuple[Totals, PerLabel]:
+    """The counts from `rollup_hours` (since/until on whole hours).
+
+    The view is "version" for a pinned version, else "newest". Frames are distinct per group: per
+    model version they come from that model's totals rows (one per frame in the newest view), over
+    all models from the model "" rows; detections always add up the models' rows."""
+    t = S.rollup_hours.c
+    b = time_bucket(t.hour, bucket, conn.dialect.name).label("bucket")
+    gcols: list[sa.ColumnElement] = []
+    for g in groups:
+        if g == "camera":
+            gcols.append(t.camera)
+        elif g == "model-version":
+            gcols += [t.model, t.model_version]
+    where = [t.view == (VERSION if flt.model_version is not None else NEWEST)]
+    if flt.camera is not None:
+        where.append(t.camera == flt.camera)
+    if flt.since is not None:
+        where.append(t.hour >= naive_utc(flt.since))
+    if flt.until is not None:
+        where.append(t.hour < naive_utc(flt.until))
+    if flt.model_version is not None:
+        where.append(t.model_version == flt.model_version)
+    per_model = [t.model != ALL] + ([t.model == flt.model] if flt.model is not None else [])
+    if flt.model is not None or "model-version" in groups:
+        stmt = sa.select(b, *gcols, sa.func.sum(t.frames), sa.func.sum(t.detections)).where(
+            *where, *per_model, t.label == ALL
+        )
+    else:
+        all_models = t.model == ALL
+        stmt = sa.select(
+            b,
+            *gcols,
+            sa.func.sum(sa.case((all_models, t.frames), else_=0)),
+            sa.func.sum(sa.case((all_models, 0), else_=t.detections)),
+        ).where(*where, t.label == ALL)
+    totals: Totals = {
+        (as_datetime(row[0]), *row[1:-2]): [_int(row[-2]), _int(row[-1])]
+        for row in conn.execute(stmt.group_by(b, *gcols))
+    }
+    per_label: PerLabel = defaultdict(dict)
+    if flt.label is not None or "label" in groups:
+        stmt = (
+            sa.select(b, *gcols, t.label, sa.func.sum(t.detections))
+            .where(*where, *per_model, t.label != ALL)
+            .group_by(b, *gcols, t.label)
+        )
+        if flt.label is not None:
+            stmt = stmt.where(t.label == flt.label)
+        for row in conn.execute(stmt):
+            per_label[(as_datetime(row[0]), *row[1:-2])][row[-2]] = _int(row[-1])
+    return totals, per_label
+
+
+def hours(catalog: Catalog, flt: ReportFilter | None = None, *, exact: bool = False) -> Report:
+    """The hour-of-day histogram (UTC, 0-23, every hour present): frames and detections.
+
+    Read from the hourly roll-up where it answers exactly (as `counts`), else (`exact=True` too)
+    from the raw tables."""
+    flt = flt or ReportFilter()
+    engine = engine_of(catalog)
+    with engine.connect() as conn:
+        check_model(conn, flt.model, flt.model_version)
+        if exact or not _use_rollup(conn, flt, "hour"):
+            frames_n, dets_n = _hours_exact(conn, flt)
+        else:
+            frames_n, dets_n = defaultdict(int), defaultdict(int)
+            totals, per_label = _counts(conn, flt, "hour", (), exact=False)
+            for key, (nf, nd) in totals.items():
+                frames_n[key[0].hour] += nf
+                dets_n[key[0].hour] += sum(per_label.get(key, {}).values()) if flt.label is not None else nd
     rows = [(hour, frames_n.get(hour, 0), dets_n.get(hour, 0)) for hour in range(24)]
     title = f"Detections by hour of day, UTC ({flt.describe()})"
     return Report("hours", ["hour", "frames", "detections"], rows, title)
 
 
-def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10) -> Report:
-    """The `limit` frames with the most matching detections (at least one), most first."""
+def _hours_exact(conn: Connection, flt: ReportFilter) -> tuple[dict[int, int], dict[int, int]]:
+    f, r, d = S.frames.c, S.results.c, S.detections.c
+    h = hour_of_day(f.captured_at, conn.dialect.name).label("hour")
+    frames_n: dict[int, int] = {}
+    dets_n: dict[int, int] = {}
+    where = [*frame_conditions(flt), *version_rule(conn, flt)]
+    for hour, nf, nd in conn.execute(
+        sa.select(h, sa.func.count(sa.distinct(f.frame_id)), sa.func.sum(r.n_detections))
+        .select_from(_frames_results())
+        .where(*where)
+        .group_by(h)
+    ):
+        frames_n[int(hour)], dets_n[int(hour)] = _int(nf), _int(nd)
+    if flt.label is not None:
+        dets_n = {
+            int(hour): _int(n)
+            for hour, n in conn.execute(
+                sa.select(h, sa.func.count())
+                .select_from(_with_detections(_frames_results()))
+                .where(*where, d.label == flt.label)
+                .group_by(h)
+            )
+        }
+    return frames_n, dets_n
+
+
+def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, exact: bool = False) -> Report:
+    """The `limit` frames with the most matching detections (at least one), most first.
+
+    Without a label, the frames are found from the results(n_detections) index (`_top_candidates`)
+    instead of a sum per frame over every result; `exact=True` sums over every result."""
     flt = flt or ReportFilter()
     _check_limit(limit)
     engine = engine_of(catalog)
@@ -282,9 +458,53 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10) -> R
             .order_by(n.desc(), f.captured_at.desc(), f.frame_id)
             .limit(limit)
         )
+        if flt.label is None and not exact:
+            stmt = stmt.where(f.frame_id.in_(_top_candidates(conn, flt, stmt, limit)))
         rows = [(fid, cam, as_datetime(ts), _int(c), uri) for fid, cam, ts, c, uri in conn.execute(stmt)]
     title = f"Top {limit} frames by detections ({flt.describe()})"
     return Report("top", ["frame_id", "camera", "captured_at", "count", "uri"], rows, title)
+
+
+def _top_candidates(
+    conn: Connection, flt: ReportFilter, stmt: sa.Select, limit: int
+) -> sa.Select | list[str]:
+    """Frames that include the top `limit` by summed n_detections, from the results(n_detections) index.
+
+    A frame's count adds at most `per_frame` results (one per model under the version rule; one per
+    model version when some version has no models row). Seed: the `limit * per_frame` results with
+    the most detections, which hold at least `limit` frames; T, the `limit`-th best count among those
+    frames, is at most the true `limit`-th best count. So every frame of the true top has a count >=
+    T, hence a result with n_detections >= ceil(T / per_frame): those frames (one index range) are
+    the candidates, and the caller's query ranks them exactly as it ranks all frames.
+    """
+    r, f, t = S.results.c, S.frames.c, S.rollup_hours.c
+    rule = version_rule(conn, flt)
+    cols = [t.model] if rollup_versions_registered(conn, flt.model) else [t.model, t.model_version]
+    pairs = sa.select(*cols).distinct().where(t.view == VERSION, t.model != ALL, t.label == ALL)
+    if flt.model is not None:
+        pairs = pairs.where(t.model == flt.model)
+    if flt.model_version is not None:
+        pairs = pairs.where(t.model_version == flt.model_version)
+    per_frame = max(1, len(conn.execute(pairs).all()))
+    seed = (
+        conn.execute(
+            sa.select(r.frame_id)
+            .select_from(_frames_results())
+            .where(*frame_conditions(flt), *rule, r.n_detections >= 1)
+            .order_by(r.n_detections.desc())
+            .limit(limit * per_frame)
+        )
+        .scalars()
+        .all()
+    )
+    if len(seed) < limit * per_frame:  # every result that counts is in the seed
+        return sorted(set(seed))
+    ranked = conn.execute(stmt.where(f.frame_id.in_(sorted(set(seed))))).all()
+    if len(ranked) < limit:  # cannot happen (a frame has at most per_frame results); be safe
+        return sa.select(r.frame_id).where(*rule).correlate(None)
+    need = max(1, -(-_int(ranked[-1][3]) // per_frame))
+    # the rule's conditions name `results`: in this subquery they bind to its own FROM
+    return sa.select(r.frame_id).where(r.n_detections >= need, *rule).correlate(None)
 
 
 def latest(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10) -> Report:

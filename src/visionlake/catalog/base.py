@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from ..frames import FrameMeta
 from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..types import Detections
 from . import schema as S
-from .versions import one_version_per_model
+from .versions import one_version_per_model, rebuild_rollup, update_rollup
 
 #: The fewest characters of a frame id taken as a prefix (`show 4ac3`).
 MIN_PREFIX = 4
@@ -291,13 +292,21 @@ class SqlCatalog(Catalog):
     def ensure_model(self, model: str, version: str, params: dict) -> None:
         text = json.dumps(params, sort_keys=True)
         with self.engine.begin() as conn:
-            conn.execute(
+            added = conn.execute(
                 self._insert(S.models)
                 .values(
                     model=model, model_version=version, params=text, created_at=naive_utc(datetime.now(UTC))
                 )
                 .on_conflict_do_nothing()
-            )
+            ).rowcount
+            r = S.results.c
+            if (
+                added
+                and conn.execute(
+                    sa.select(sa.literal(1)).where(r.model == model, r.model_version == version).limit(1)
+                ).first()
+            ):  # results written before the version was registered: it now ranks newest
+                rebuild_rollup(conn, model)
             stored = conn.execute(
                 sa.select(S.models.c.params).where(
                     S.models.c.model == model, S.models.c.model_version == version
@@ -358,6 +367,14 @@ class SqlCatalog(Catalog):
         ins_result = self._insert(S.results)
         with self.engine.begin() as conn:
             conn.execute(self._insert(S.frames).on_conflict_do_nothing(), list(frame_rows.values()))
+            labels: dict[tuple[str, str, str], Counter] = {k: Counter() for k in result_rows}
+            for row in det_rows:
+                labels[(row["frame_id"], row["model"], row["model_version"])][row["label"]] += 1
+            update_rollup(  # the hourly roll-up, in this transaction (reads what is stored first)
+                conn,
+                {fid: (row["camera"], row["captured_at"]) for fid, row in frame_rows.items()},
+                {k: (row["n_detections"], labels[k]) for k, row in result_rows.items()},
+            )
             conn.execute(
                 ins_result.on_conflict_do_update(
                     index_elements=["frame_id", "model", "model_version"],

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -67,6 +67,7 @@ results = Table(
     Column("latency_ms", Float, nullable=False),
     PrimaryKeyConstraint("frame_id", "model", "model_version"),
     Index("results_model_time", "model", "model_version", "processed_at"),
+    Index("results_n_detections", "n_detections"),  # schema 3: `top` walks results by count
 )
 
 detections = Table(
@@ -94,6 +95,27 @@ replay_cursors = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+#: Hourly roll-up of the results, kept by `write_results` in the same transaction (docs/catalog.md).
+#: view "version": every result of every model version; view "newest": each model's newest version
+#: per frame (the rule of versions.py). label "" is the totals row (frames with a result, sum of
+#: n_detections); a label row counts the frames with at least one such box and the boxes. model ""
+#: rows count distinct frames over all models (frames only, detections 0): in view "version" per
+#: model_version, in view "newest" with model_version "".
+rollup_hours = Table(
+    "rollup_hours",
+    metadata,
+    Column("view", String(8), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("camera", String(128), nullable=False),
+    Column("hour", DateTime, nullable=False),  # capture hour (UTC), the start of the hour
+    Column("frames", BigInteger, nullable=False),
+    Column("detections", BigInteger, nullable=False),
+    PrimaryKeyConstraint("view", "model", "model_version", "label", "camera", "hour"),
+    Index("rollup_hours_time", "view", "hour"),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -101,7 +123,7 @@ schema_version = Table(
     Column("applied_at", DateTime, nullable=False),
 )
 
-USER_TABLES = ("frames", "models", "results", "detections", "replay_cursors")
+USER_TABLES = ("frames", "models", "results", "detections", "replay_cursors", "rollup_hours")
 
 
 def _v1(conn: Connection) -> None:
@@ -112,5 +134,15 @@ def _v2(conn: Connection) -> None:
     replay_cursors.create(conn, checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    from .versions import rebuild_rollup  # versions.py imports this module
+
+    rollup_hours.create(conn, checkfirst=True)
+    for index in results.indexes:
+        if index.name == "results_n_detections":
+            index.create(conn, checkfirst=True)
+    rebuild_rollup(conn)  # backfill from frames/results/detections, in the migration's transaction
+
+
 #: version -> migration producing it from version - 1; append, never edit a released one.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}

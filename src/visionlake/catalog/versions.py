@@ -4,13 +4,23 @@ A replay writes a new version's results beside the old ones. Whoever reads them 
 version gets, for each frame, each model's newest registered version (models.created_at) that has a
 result for that frame, so nothing is shown or counted twice and frames a replay has not reached yet
 still count with the older version.
+
+The hourly roll-up (`rollup_hours`, docs/catalog.md) keeps the counts of that rule up to date:
+`update_rollup` runs inside `write_results`' transaction and moves a frame's contribution from the
+version that was newest for it to a newer one; `rebuild_rollup` computes the same rows from the raw
+tables (the schema 3 migration's backfill, and the repair when a version that already has results
+gets registered).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from . import schema as S
@@ -48,6 +58,14 @@ def one_version_per_model(
     multi = {m: vs for m, vs in registered_versions(conn, model).items() if len(vs) > 1}
     if not multi:
         return conds
+    conds.append(_newest_of(multi, unlisted=True))
+    return conds
+
+
+def _newest_of(multi: Mapping[str, list[str]], unlisted: bool) -> sa.ColumnElement:
+    """A result of a model in `multi` counts when no version listed before its own has a result for
+    the frame (`unlisted`: versions missing from the list count when no listed version has one)."""
+    r = S.results.c
     newer = S.results.alias("newer")
     n = newer.c
 
@@ -59,7 +77,320 @@ def one_version_per_model(
         alts.append((r.model == name) & (r.model_version == versions[0]))
         for i, v in enumerate(versions[1:], 1):
             alts.append((r.model == name) & (r.model_version == v) & no_newer(name, versions[:i]))
-        # a version with results but no models row (not written through the API): the oldest
-        alts.append((r.model == name) & r.model_version.not_in(versions) & no_newer(name, versions))
-    conds.append(sa.or_(*alts))
-    return conds
+        if unlisted:  # a version with results but no models row (not written through the API): the oldest
+            alts.append((r.model == name) & r.model_version.not_in(versions) & no_newer(name, versions))
+    return sa.or_(*alts)
+
+
+# --- the hourly roll-up ----------------------------------------------------------------------------
+
+VERSION, NEWEST = "version", "newest"  # rollup_hours.view
+ALL = ""  # rollup_hours.model of the distinct-frame rows; label of the totals rows
+_CHUNK = 500  # ids per IN list
+
+#: (view, model, model_version, label, camera, hour)
+RollupKey = tuple[str, str, str, str, str, datetime]
+
+
+def hour_start(col: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
+    """`col` truncated to its hour, stored the way SQLAlchemy stores a DateTime on this backend."""
+    if dialect == "sqlite":
+        return sa.func.strftime("%Y-%m-%d %H:00:00.000000", col)
+    return sa.func.date_trunc(sa.literal_column("'hour'"), col)
+
+
+def _rank_keys(conn: Connection, models: Iterable[str]) -> dict[str, dict[str, tuple]]:
+    """(1, created_at, version) of each registered version of `models`: larger is newer."""
+    names = sorted(set(models))
+    m = S.models.c
+    out: dict[str, dict[str, tuple]] = defaultdict(dict)
+    if names:
+        for mod, ver, created in conn.execute(
+            sa.select(m.model, m.model_version, m.created_at).where(m.model.in_(names))
+        ):
+            out[mod][ver] = (1, created, ver)
+    return out
+
+
+def _rank(keys: Mapping[str, Mapping[str, tuple]], model: str, version: str) -> tuple:
+    # a version without a models row ranks below every registered one (reports do not use the
+    # roll-up's newest view for such a model; see `rollup_versions_registered`)
+    return keys.get(model, {}).get(version) or (0, datetime.min, version)
+
+
+def _chunks(items: list, n: int = _CHUNK) -> Iterable[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def update_rollup(
+    conn: Connection,
+    frames: Mapping[str, tuple[str, datetime]],
+    written: Mapping[tuple[str, str, str], tuple[int, Counter]],
+) -> None:
+    """Bring `rollup_hours` up to date for results about to be written, in the writer's transaction.
+
+    `frames`: frame_id -> (camera, captured_at) of the batch (a stored frame row wins); `written`:
+    (frame_id, model, version) -> (n_detections, boxes per label), each key once. Call it after the
+    frames are inserted and before the results and detections are replaced: it reads what is stored
+    for those frames (locking their rows on PostgreSQL, so that two writers of one frame take turns)
+    and applies the difference: a result rewritten replaces its old counts; a version newer (by
+    models.created_at, then version) than every version of its model stored for the frame takes the
+    frame over in the newest view from the previous newest; an older version changes nothing there.
+    """
+    if not written:
+        return
+    f, r, d = S.frames.c, S.results.c, S.detections.c
+    fids = sorted(frames)
+    stored_frames: dict[str, tuple[str, datetime]] = {}
+    # per frame: model -> version -> (n_detections, labels or None when not read)
+    state: dict[str, dict[str, dict[str, tuple[int, Counter | None]]]] = defaultdict(dict)
+    for chunk in _chunks(fids):
+        for fid, cam, ts in conn.execute(
+            sa.select(f.frame_id, f.camera, f.captured_at)
+            .where(f.frame_id.in_(chunk))
+            .order_by(f.frame_id)
+            .with_for_update()  # PostgreSQL: one writer per frame at a time (SQLite: BEGIN IMMEDIATE)
+        ):
+            stored_frames[fid] = (cam, ts)
+        for fid, mod, ver, n in conn.execute(
+            sa.select(r.frame_id, r.model, r.model_version, r.n_detections).where(r.frame_id.in_(chunk))
+        ):
+            state[fid].setdefault(mod, {})[ver] = (n, None)
+    touched = {(fid, mod) for fid, mod, _ in written}
+    need = sorted(
+        {
+            fid
+            for fid, mods in state.items()
+            for mod, vs in mods.items()
+            if (fid, mod) in touched and any(n for n, _ in vs.values())
+        }
+    )
+    labels: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
+    for chunk in _chunks(need):
+        for fid, mod, ver, lab, cnt in conn.execute(
+            sa.select(d.frame_id, d.model, d.model_version, d.label, sa.func.count())
+            .where(d.frame_id.in_(chunk))
+            .group_by(d.frame_id, d.model, d.model_version, d.label)
+        ):
+            if (fid, mod) in touched:
+                labels[(fid, mod, ver)][lab] = int(cnt)
+    for fid, mods in state.items():
+        for mod, vs in mods.items():
+            if (fid, mod) in touched:
+                for ver, (n, _) in vs.items():
+                    vs[ver] = (n, labels.get((fid, mod, ver), Counter()))
+    keys = _rank_keys(conn, {mod for _, mod, _ in written} | {m for mods in state.values() for m in mods})
+
+    delta: dict[RollupKey, list[int]] = defaultdict(lambda: [0, 0])
+
+    def add(key: tuple[str, str, str, str, datetime], n: int, labs: Counter, sign: int) -> None:
+        view, mod, ver, cam, hour = key
+        t = delta[(view, mod, ver, ALL, cam, hour)]
+        t[0] += sign
+        t[1] += sign * n
+        for lab, c in labs.items():
+            x = delta[(view, mod, ver, lab, cam, hour)]
+            x[0] += sign
+            x[1] += sign * c
+
+    for fid, mod, ver in sorted(written):
+        n, labs = written[(fid, mod, ver)]
+        cam, ts = stored_frames.get(fid) or frames[fid]
+        hour = ts.replace(minute=0, second=0, microsecond=0)
+        per_model = state[fid]
+        if not any(per_model.values()):  # the frame's first result: one more frame in the newest view
+            delta[(NEWEST, ALL, ALL, ALL, cam, hour)][0] += 1
+        if not any(ver in vs for vs in per_model.values()):  # first result of this version name
+            delta[(VERSION, ALL, ver, ALL, cam, hour)][0] += 1
+        versions = per_model.setdefault(mod, {})
+        old = versions.get(ver)
+        if old is not None:
+            add((VERSION, mod, ver, cam, hour), old[0], old[1] or Counter(), -1)
+        add((VERSION, mod, ver, cam, hour), n, labs, +1)
+        newest = max(versions, key=lambda v: _rank(keys, mod, v)) if versions else None
+        if newest is None or _rank(keys, mod, ver) >= _rank(keys, mod, newest):
+            if newest is not None:
+                prev = versions[newest]
+                add((NEWEST, mod, newest, cam, hour), prev[0], prev[1] or Counter(), -1)
+            add((NEWEST, mod, ver, cam, hour), n, labs, +1)
+        versions[ver] = (n, labs)
+    _apply(conn, delta)
+
+
+def _apply(conn: Connection, delta: Mapping[RollupKey, list[int]]) -> None:
+    t = S.rollup_hours
+    rows = [
+        dict(
+            view=k[0],
+            model=k[1],
+            model_version=k[2],
+            label=k[3],
+            camera=k[4],
+            hour=k[5],
+            frames=v[0],
+            detections=v[1],
+        )
+        for k, v in sorted(delta.items())
+        if v[0] or v[1]
+    ]
+    if not rows:
+        return
+    ins = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(t)
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["view", "model", "model_version", "label", "camera", "hour"],
+            set_={
+                "frames": t.c.frames + ins.excluded.frames,
+                "detections": t.c.detections + ins.excluded.detections,
+            },
+        ),
+        rows,
+    )
+    gone = [
+        {"k_" + c: row[c] for c in ("view", "model", "model_version", "label", "camera", "hour")}
+        for row in rows
+        if row["frames"] < 0
+    ]
+    if gone:  # rows that may have dropped to nothing (a frame moved to a newer version)
+        c = t.c
+        conn.execute(
+            sa.delete(t).where(
+                c.view == sa.bindparam("k_view"),
+                c.model == sa.bindparam("k_model"),
+                c.model_version == sa.bindparam("k_model_version"),
+                c.label == sa.bindparam("k_label"),
+                c.camera == sa.bindparam("k_camera"),
+                c.hour == sa.bindparam("k_hour"),
+                c.frames == 0,
+            ),
+            gone,
+        )
+
+
+def ranked_versions(conn: Connection, model: str | None = None) -> dict[str, list[str]]:
+    """Each model's versions with results, newest first, in the roll-up's order: registered versions
+    by (created_at, version), then versions without a models row (by version). Reads the roll-up's
+    version view, so call it once that is complete."""
+    t = S.rollup_hours.c
+    stmt = sa.select(t.model, t.model_version).distinct().where(t.view == VERSION, t.model != ALL)
+    if model is not None:
+        stmt = stmt.where(t.model == model)
+    reg = registered_versions(conn, model)
+    extra: dict[str, list[str]] = defaultdict(list)
+    for mod, ver in conn.execute(stmt):
+        if ver not in reg.get(mod, ()):
+            extra[mod].append(ver)
+    return {m: reg.get(m, []) + sorted(extra.get(m, []), reverse=True) for m in set(reg) | set(extra)}
+
+
+def rollup_versions_registered(conn: Connection, model: str | None = None) -> bool:
+    """Whether every version with results (of `model`) has a models row: then the roll-up's newest
+    view is the rule of `one_version_per_model` (which counts unregistered versions differently)."""
+    t, m = S.rollup_hours.c, S.models.c
+    stmt = sa.select(sa.literal(1)).where(
+        t.view == VERSION,
+        t.model != ALL,
+        t.label == ALL,
+        ~sa.exists().where(m.model == t.model, m.model_version == t.model_version),
+    )
+    if model is not None:
+        stmt = stmt.where(t.model == model)
+    return conn.execute(stmt.limit(1)).first() is None
+
+
+def rebuild_rollup(conn: Connection, model: str | None = None) -> None:
+    """Compute `rollup_hours` from frames, results and detections: everything, or (with `model`) that
+    model's rows of the newest view (after a version with results got registered)."""
+    t = S.rollup_hours
+    f, r, d = S.frames.c, S.results.c, S.detections.c
+    hour = hour_start(f.captured_at, conn.dialect.name)
+    base = S.frames.join(S.results, r.frame_id == f.frame_id)
+    with_dets = base.join(
+        S.detections, (d.frame_id == r.frame_id) & (d.model == r.model) & (d.model_version == r.model_version)
+    )
+    cols = ["view", "model", "model_version", "label", "camera", "hour", "frames", "detections"]
+
+    def fill(view: str, where: list[sa.ColumnElement]) -> None:
+        v = sa.literal(view)
+        totals = (
+            sa.select(
+                v,
+                r.model,
+                r.model_version,
+                sa.literal(ALL),
+                f.camera,
+                hour,
+                sa.func.count(),
+                sa.func.sum(r.n_detections),
+            )
+            .select_from(base)
+            .where(*where)
+            .group_by(r.model, r.model_version, f.camera, hour)
+        )
+        per_label = (
+            sa.select(
+                v,
+                r.model,
+                r.model_version,
+                d.label,
+                f.camera,
+                hour,
+                sa.func.count(sa.distinct(r.frame_id)),
+                sa.func.count(),
+            )
+            .select_from(with_dets)
+            .where(*where)
+            .group_by(r.model, r.model_version, d.label, f.camera, hour)
+        )
+        conn.execute(sa.insert(t).from_select(cols, totals))
+        conn.execute(sa.insert(t).from_select(cols, per_label))
+
+    c = t.c
+    if model is not None:
+        conn.execute(sa.delete(t).where(c.view == NEWEST, c.model == model))
+        order = ranked_versions(conn, model).get(model, [])
+        fill(
+            NEWEST,
+            [r.model == model, *([_newest_of({model: order}, unlisted=False)] if len(order) > 1 else [])],
+        )
+        return
+    conn.execute(sa.delete(t))
+    fill(VERSION, [])
+    distinct = sa.func.count(sa.distinct(f.frame_id))
+    conn.execute(
+        sa.insert(t).from_select(
+            cols,
+            sa.select(
+                sa.literal(VERSION),
+                sa.literal(ALL),
+                r.model_version,
+                sa.literal(ALL),
+                f.camera,
+                hour,
+                distinct,
+                sa.literal(0),
+            )
+            .select_from(base)
+            .group_by(r.model_version, f.camera, hour),
+        )
+    )
+    conn.execute(
+        sa.insert(t).from_select(
+            cols,
+            sa.select(
+                sa.literal(NEWEST),
+                sa.literal(ALL),
+                sa.literal(ALL),
+                sa.literal(ALL),
+                f.camera,
+                hour,
+                distinct,
+                sa.literal(0),
+            )
+            .select_from(base)
+            .group_by(f.camera, hour),
+        )
+    )
+    multi = {m: vs for m, vs in ranked_versions(conn).items() if len(vs) > 1}
+    fill(NEWEST, [_newest_of(multi, unlisted=False)] if multi else [])
