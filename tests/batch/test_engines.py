@@ -517,3 +517,13 @@ def test_open_engine(spark):
     assert engine.spark is spark  # joins the running session; close() leaves it running
     engine.close()
     assert spark.sparkContext._jsc is not None
+
+
+def test_default_processes_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VISIONLAKE_PROCESSES", "3")
+    assert LocalEngine().processes == 3 and LocalEngine(processes=2).processes == 2  # the option wins
+    monkeypatch.setenv("VISIONLAKE_PROCESSES", "many")
+    with pytest.raises(InputError, match="VISIONLAKE_PROCESSES='many'"):
+        LocalEngine()
+    monkeypatch.delenv("VISIONLAKE_PROCESSES")
+    assert LocalEngine().processes >= 1

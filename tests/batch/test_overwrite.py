@@ -25,6 +25,7 @@ CHAIN = ["--algo", "dense-sift", "--size", "32", "--step", "8"]
 def vl(*args: object, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONLAKE_")}
     env["COLUMNS"] = "1000"
+    env["VISIONLAKE_PROCESSES"] = "1"  # batch steps in the command's process: no pool to spawn per command
     cmd = [sys.executable, "-m", "visionlake", *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 

@@ -188,6 +188,20 @@ def _encode_task(token: str, payload: bytes, table: Any, dim: int, dtype: str) -
     return records.bow_table([s.key for s in sets], [s.label for s in sets], vectors), n_desc
 
 
+#: The local engine's default worker processes when a command gives no --processes (else all CPUs).
+PROCESSES_ENV = "VISIONLAKE_PROCESSES"
+
+
+def default_processes() -> int:
+    """VISIONLAKE_PROCESSES if set (a whole number >= 1), else one per CPU."""
+    text = os.environ.get(PROCESSES_ENV, "").strip()
+    if not text:
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"{PROCESSES_ENV}={text!r}: expected a whole number of processes >= 1")
+    return int(text)
+
+
 class _InProcess:
     """The executor of `processes=1`: each task runs in this process when submitted.
 
@@ -222,7 +236,7 @@ class LocalEngine(Engine):
     def __init__(self, processes: int | None = None) -> None:
         if processes is not None and (not isinstance(processes, int) or processes < 1):
             raise InputError(f"processes must be an integer >= 1, not {processes!r}")
-        self.processes = processes or os.cpu_count() or 1
+        self.processes = processes or default_processes()
         self._pool: ProcessPoolExecutor | _InProcess | None = None
 
     # --- pool ------------------------------------------------------------------------------------
