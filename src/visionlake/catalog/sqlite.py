@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,6 +14,25 @@ from ..errors import BackendUnavailable
 from ..limits import DEFAULT_QUERY_MAX_BYTES
 from .base import QueryResult, SqlCatalog
 from .readonly import run_readonly
+
+#: How long a new connection keeps asking for WAL mode while another process holds the file's lock.
+WAL_WAIT_S = 60.0
+
+
+def _use_wal(dbapi_conn) -> None:  # noqa: ANN001 - a sqlite3 connection
+    """WAL mode, once per catalog file (it persists). Switching a fresh file needs its exclusive lock,
+    and SQLite answers "database is locked" at once, without waiting, while another process that
+    opens the same fresh catalog holds it (creating the tables): so ask again until it is free."""
+    deadline = time.monotonic() + WAL_WAIT_S
+    while True:
+        try:
+            if dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class SqliteCatalog(SqlCatalog):
@@ -28,7 +49,7 @@ class SqliteCatalog(SqlCatalog):
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record) -> None:
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(dbapi_conn)
             dbapi_conn.execute("PRAGMA synchronous=NORMAL")
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
 
