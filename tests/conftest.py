@@ -75,3 +75,23 @@ def lake(tmp_path) -> Iterator[Lake]:
     lk = Lake(lake=tmp_path / "lake")
     yield lk
     lk.close()
+
+
+# --- a catalog on every backend (the contract suites of the catalog, the reports, the roll-up) --------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_url(request, tmp_path) -> str:
+    """A URL of an empty catalog: a file in tmp_path, or a fresh database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "lake" / "catalog.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def catalog(catalog_url):
+    from visionlake.catalog import open_catalog
+
+    cat = open_catalog(catalog_url)
+    yield cat
+    cat.close()

@@ -43,7 +43,6 @@ from visionlake.frames import FrameMeta, make_frame_id
 from visionlake.types import Detections
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
-BACKENDS = ["sqlite", "postgres"]
 
 #: The column contract of DESIGN.md, in order.
 DESIGN_COLUMNS = {
@@ -242,26 +241,11 @@ class Store:
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=BACKENDS)
-def catalog_url(request, tmp_path) -> str:
-    """A URL of an empty catalog: a file in tmp_path, or a fresh database on the test PostgreSQL."""
-    if request.param == "sqlite":
-        return str(tmp_path / "lake" / "catalog.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def store(catalog_url) -> Iterator[Store]:
     s = Store(catalog_url)
     yield s
     s.close()
-
-
-@pytest.fixture
-def catalog(catalog_url):
-    cat = open_catalog(catalog_url)
-    yield cat
-    cat.close()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import pytest
 from test_catalog import dets, meta, result
 
 from visionlake.analytics.reports import ReportFilter, UnknownModel, counts, hours, latest, top
-from visionlake.catalog import open_catalog
 from visionlake.errors import InputError, MissingDependency
 from visionlake.lake import Lake
 
@@ -72,20 +71,6 @@ def fill(catalog) -> dict[str, str]:
 
 
 # --- fixtures (as in test_catalog.py: every backend passes the same tests) ----------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def catalog_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "lake" / "catalog.db")
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def catalog(catalog_url):
-    cat = open_catalog(catalog_url)
-    yield cat
-    cat.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from itertools import product
 
-import pytest
 import sqlalchemy as sa
 from test_catalog import meta, result
 
@@ -24,20 +23,6 @@ from visionlake.types import Detections
 T0 = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
 CAMERAS = ("cam-a", "cam-b", "cam-c")
 LABELS = ("face", "person", "cat")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def catalog_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "lake" / "catalog.db")
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def catalog(catalog_url):
-    cat = open_catalog(catalog_url)
-    yield cat
-    cat.close()
 
 
 def boxes(rng: random.Random, labels: tuple[str, ...] = LABELS) -> Detections:
