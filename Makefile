@@ -5,9 +5,14 @@ demo:          ## install everything and run the end-to-end demo on the embedded
 	scripts/setup.sh yuface
 	.venv/bin/visionlake demo
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a test file per process at a time so a file's
+# fixtures are built once; each process starts its own servers. Two suit a 2-core machine: most tests
+# wait on subprocesses, brokers and servers rather than on the CPU.
+TEST_WORKERS ?= 2
+
 test:          ## install everything and run the whole test suite
 	scripts/setup.sh all,test
-	.venv/bin/python -m pytest -q --durations=20
+	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
