@@ -257,7 +257,7 @@ def questions(cat) -> list[tuple[str, object, object, str]]:
             sa.select(f.frame_id, f.camera, f.captured_at, sa.func.sum(r.n_detections).label("n"), f.uri)
             .select_from(S.frames.join(S.results, r.frame_id == f.frame_id))
             .group_by(f.frame_id, f.camera, f.captured_at, f.uri)
-            .order_by(sa.desc("n"), f.captured_at.desc(), f.frame_id)
+            .order_by(sa.desc("n"), f.captured_at.desc(), f.frame_id.desc())
             .limit(10)
         )
         with engine.connect() as conn:

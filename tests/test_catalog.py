@@ -27,6 +27,7 @@ from servers.postgres import create_password_role
 
 from visionlake.archive import Archive
 from visionlake.catalog import FrameResult, SearchFilter, open_catalog
+from visionlake.catalog.schema import SCHEMA_VERSION
 from visionlake.errors import (
     AmbiguousFrameId,
     BackendUnavailable,
@@ -43,6 +44,7 @@ from visionlake.frames import FrameMeta, make_frame_id
 from visionlake.types import Detections
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+ALL_VERSIONS = [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 #: The column contract of DESIGN.md, in order.
 DESIGN_COLUMNS = {
@@ -61,7 +63,15 @@ DESIGN_COLUMNS = {
         "offset",
     ],
     "models": ["model", "model_version", "params", "created_at"],
-    "results": ["frame_id", "model", "model_version", "n_detections", "processed_at", "latency_ms"],
+    "results": [
+        "frame_id",
+        "model",
+        "model_version",
+        "n_detections",
+        "processed_at",
+        "latency_ms",
+        "frame_captured_at",
+    ],
     "detections": ["frame_id", "model", "model_version", "label", "score", "x1", "y1", "x2", "y2"],
 }
 
@@ -276,9 +286,9 @@ def filled(catalog):
 # --- schema -------------------------------------------------------------------------------------
 
 
-def test_schema_has_version_3_and_the_design_columns(catalog, store):
-    assert catalog.schema_version() == 3
-    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
+def test_schema_is_the_newest_version_with_the_design_columns(catalog, store):
+    assert catalog.schema_version() == SCHEMA_VERSION
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == ALL_VERSIONS
     for table, columns in DESIGN_COLUMNS.items():
         assert store.columns(table) == columns, table
     assert store.primary_key("frames") == ["frame_id"]
@@ -291,10 +301,10 @@ def test_reopening_keeps_data_and_does_not_migrate_again(catalog_url, store, fil
     catalog.close()
     for _ in range(3):
         again = open_catalog(catalog_url)
-        assert again.schema_version() == 3
+        assert again.schema_version() == SCHEMA_VERSION
         assert again.frame(filled["a"][1].frame_id)["camera"] == "cam-a"
         again.close()
-    assert store.rows("SELECT count(*) FROM schema_version") == [(3,)]
+    assert store.rows("SELECT count(*) FROM schema_version") == [(SCHEMA_VERSION,)]
     assert store.snapshot() == before
 
 
@@ -698,13 +708,13 @@ def test_two_processes_writing_the_same_frames_leave_no_duplicates(catalog_url, 
         "AND d.model = r.model AND d.model_version = r.model_version"
     )
     assert store.rows(f"SELECT count(*) FROM results r WHERE n_detections != ({stored})") == [(0,)]
-    assert store.rows("SELECT count(*) FROM schema_version") == [(3,)]
+    assert store.rows("SELECT count(*) FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 def _open_at_once(url: str, barrier) -> None:
     barrier.wait(60)
     cat = open_catalog(url)
-    assert cat.schema_version() == 3
+    assert cat.schema_version() == SCHEMA_VERSION
     cat.write_results([result(meta("cam", 0))])
     cat.close()
 
@@ -713,7 +723,7 @@ def test_processes_opening_a_fresh_catalog_at_once_migrate_it_once(catalog_url, 
     n = 2
     barrier = multiprocessing.get_context("spawn").Barrier(n)
     assert _run_children(_open_at_once, [(catalog_url, barrier)] * n) == [0] * n
-    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == ALL_VERSIONS
     assert store.rows("SELECT count(*) FROM frames") == [(1,)]
     for table, columns in DESIGN_COLUMNS.items():
         assert store.columns(table) == columns, table
@@ -1069,7 +1079,7 @@ def test_postgres_wrong_credentials_are_config_errors_naming_user_and_database(
         open_catalog(f"postgresql://nobody_here@{base}")
     cat = open_catalog(f"postgresql://{user}:right-pw@{base}")
     try:
-        assert cat.schema_version() == 3 and "right-pw" not in cat.url and "***" in cat.url
+        assert cat.schema_version() == SCHEMA_VERSION and "right-pw" not in cat.url and "***" in cat.url
     finally:
         cat.close()
 
@@ -1165,13 +1175,13 @@ def test_a_version_1_catalog_is_upgraded_in_place(catalog_url, store, filled, ca
     before = store.rows(data)
     again = open_catalog(catalog_url)
     try:
-        assert again.schema_version() == 3
+        assert again.schema_version() == SCHEMA_VERSION
         again.set_replay_cursor("r", (T0, "f"))
         assert again.replay_cursor("r") == (T0, "f")
     finally:
         again.close()
     assert store.rows(data) == before == [(5, 7, 8)]
-    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == ALL_VERSIONS
 
 
 # --- one frame: ids by prefix, one version per model ---------------------------------------------

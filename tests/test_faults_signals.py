@@ -106,8 +106,8 @@ def test_the_invariant_checker_sees_each_kind_of_violation(tmp_path):
         )
         conn.execute(
             sa.text(
-                "INSERT INTO results VALUES ('ffffffffffffffffffffffff', 'haar-face', '1', 0, "
-                "'2026-01-01 00:00:00', 1.0)"
+                "INSERT INTO results (frame_id, model, model_version, n_detections, processed_at, latency_ms) "
+                "VALUES ('ffffffffffffffffffffffff', 'haar-face', '1', 0, '2026-01-01 00:00:00', 1.0)"
             )
         )
     os.unlink(uri[ids[3]])  # an image gone

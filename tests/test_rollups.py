@@ -192,22 +192,47 @@ def test_a_version_2_catalog_is_upgraded_and_backfilled(catalog_url, catalog):
     }
     with catalog.engine.begin() as conn:  # back to schema version 2
         S.rollup_hours.drop(conn)
-        conn.execute(sa.delete(S.schema_version).where(S.schema_version.c.version == 3))
+        conn.execute(sa.delete(S.schema_version).where(S.schema_version.c.version >= 3))
     catalog.close()
     again = open_catalog(catalog_url)
     try:
-        assert again.schema_version() == 3
+        assert again.schema_version() == S.SCHEMA_VERSION
         assert kept_rows(again) == kept
         for (flt, by), rows in expected.items():
             assert counts(again, flt, "hour", by).rows == rows, (flt, by)
         with again.engine.connect() as conn:
             assert conn.execute(
                 sa.select(S.schema_version.c.version).order_by(S.schema_version.c.version)
-            ).scalars().all() == [
-                1,
-                2,
-                3,
-            ]
+            ).scalars().all() == list(range(1, S.SCHEMA_VERSION + 1))
+    finally:
+        again.close()
+
+
+def test_a_version_3_catalog_gets_the_capture_times_of_its_results(catalog_url, catalog):
+    fill(catalog)
+    expected = {(flt, k): top(catalog, flt, k, exact=True).rows for flt in FILTERS for k in (1, 10)}
+    with catalog.engine.begin() as conn:  # back to schema version 3
+        conn.execute(sa.text("DROP INDEX results_top"))
+        conn.execute(sa.text("ALTER TABLE results DROP COLUMN frame_captured_at"))
+        conn.execute(sa.text("CREATE INDEX results_n_detections ON results (n_detections)"))
+        conn.execute(sa.delete(S.schema_version).where(S.schema_version.c.version >= 4))
+    catalog.close()
+    again = open_catalog(catalog_url)
+    try:
+        assert again.schema_version() == S.SCHEMA_VERSION
+        r, f = S.results.c, S.frames.c
+        with again.engine.connect() as conn:
+            copied = sa.select(
+                sa.func.count(), sa.func.sum(sa.case((r.frame_captured_at == f.captured_at, 1), else_=0))
+            )
+            n, same = conn.execute(
+                copied.select_from(S.results.join(S.frames, r.frame_id == f.frame_id))
+            ).one()
+            indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("results")}
+        assert n > 0 and same == n
+        assert "results_top" in indexes and "results_n_detections" not in indexes
+        for (flt, k), rows in expected.items():
+            assert top(again, flt, k).rows == rows, (flt, k)
     finally:
         again.close()
 

@@ -431,61 +431,97 @@ def _hours_exact(conn: Connection, flt: ReportFilter) -> tuple[dict[int, int], d
 
 
 def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, exact: bool = False) -> Report:
-    """The `limit` frames with the most matching detections (at least one), most first.
+    """The `limit` frames with the most matching detections (at least one), most first, the newest
+    first among equal counts.
 
-    Without a label, the frames are found from the results(n_detections) index (`_top_candidates`)
-    instead of a sum per frame over every result; `exact=True` sums over every result."""
+    Without a label, where a frame counts one result (one model), the answer is the first `limit`
+    rows of the results_top index (`_top_by_index`); with several models, the frames are found from
+    that index too (`_top_candidates`) instead of a sum per frame over every result. `exact=True`
+    sums over every result."""
     flt = flt or ReportFilter()
     _check_limit(limit)
     engine = engine_of(catalog)
     f, d = S.frames.c, S.detections.c
     with engine.connect() as conn:
         check_model(conn, flt.model, flt.model_version)
-        where = [*frame_conditions(flt), *version_rule(conn, flt)]
-        if flt.label is None:
-            n = sa.func.sum(S.results.c.n_detections)
-            src = _frames_results()
+        rule = version_rule(conn, flt)
+        per_frame = _results_per_frame(conn, flt)
+        if flt.label is None and not exact and per_frame == 1:
+            rows = _top_by_index(conn, flt, rule, limit)
         else:
-            n = sa.func.count()
-            src = _with_detections(_frames_results())
-            where.append(d.label == flt.label)
-        stmt = (
-            sa.select(f.frame_id, f.camera, f.captured_at, n.label("count"), f.uri)
-            .select_from(src)
-            .where(*where)
-            .group_by(f.frame_id, f.camera, f.captured_at, f.uri)
-            .having(n >= 1)
-            .order_by(n.desc(), f.captured_at.desc(), f.frame_id)
-            .limit(limit)
-        )
-        if flt.label is None and not exact:
-            stmt = stmt.where(f.frame_id.in_(_top_candidates(conn, flt, stmt, limit)))
-        rows = [(fid, cam, as_datetime(ts), _int(c), uri) for fid, cam, ts, c, uri in conn.execute(stmt)]
+            where = [*frame_conditions(flt), *rule]
+            if flt.label is None:
+                n = sa.func.sum(S.results.c.n_detections)
+                src = _frames_results()
+            else:
+                n = sa.func.count()
+                src = _with_detections(_frames_results())
+                where.append(d.label == flt.label)
+            stmt = (
+                sa.select(f.frame_id, f.camera, f.captured_at, n.label("count"), f.uri)
+                .select_from(src)
+                .where(*where)
+                .group_by(f.frame_id, f.camera, f.captured_at, f.uri)
+                .having(n >= 1)
+                .order_by(n.desc(), f.captured_at.desc(), f.frame_id.desc())
+                .limit(limit)
+            )
+            if flt.label is None and not exact:
+                stmt = stmt.where(f.frame_id.in_(_top_candidates(conn, flt, stmt, limit, per_frame)))
+            rows = conn.execute(stmt).all()
+    rows = [(fid, cam, as_datetime(ts), _int(c), uri) for fid, cam, ts, c, uri in rows]
     title = f"Top {limit} frames by detections ({flt.describe()})"
     return Report("top", ["frame_id", "camera", "captured_at", "count", "uri"], rows, title)
 
 
-def _top_candidates(
-    conn: Connection, flt: ReportFilter, stmt: sa.Select, limit: int
-) -> sa.Select | list[str]:
-    """Frames that include the top `limit` by summed n_detections, from the results(n_detections) index.
-
-    A frame's count adds at most `per_frame` results (one per model under the version rule; one per
-    model version when some version has no models row). Seed: the `limit * per_frame` results with
-    the most detections, which hold at least `limit` frames; T, the `limit`-th best count among those
-    frames, is at most the true `limit`-th best count. So every frame of the true top has a count >=
-    T, hence a result with n_detections >= ceil(T / per_frame): those frames (one index range) are
-    the candidates, and the caller's query ranks them exactly as it ranks all frames.
-    """
-    r, f, t = S.results.c, S.frames.c, S.rollup_hours.c
-    rule = version_rule(conn, flt)
+def _results_per_frame(conn: Connection, flt: ReportFilter) -> int:
+    """How many results a frame's count can add up under the version rule: one per model (one per
+    model version when some version has no models row), from the roll-up's (model, version) pairs."""
+    t = S.rollup_hours.c
     cols = [t.model] if rollup_versions_registered(conn, flt.model) else [t.model, t.model_version]
     pairs = sa.select(*cols).distinct().where(t.view == VERSION, t.model != ALL, t.label == ALL)
     if flt.model is not None:
         pairs = pairs.where(t.model == flt.model)
     if flt.model_version is not None:
         pairs = pairs.where(t.model_version == flt.model_version)
-    per_frame = max(1, len(conn.execute(pairs).all()))
+    return max(1, len(conn.execute(pairs).all()))
+
+
+def _top_by_index(conn: Connection, flt: ReportFilter, rule: list[sa.ColumnElement], limit: int) -> list:
+    """Top frames when each frame counts one result: its n_detections is the frame's count, so the
+    answer is a walk of results_top (n_detections, frame_captured_at, frame_id) from its end, the
+    time window checked on the results' own copy of the capture time."""
+    r, f = S.results.c, S.frames.c
+    conds = [*rule, r.n_detections >= 1]
+    if flt.camera is not None:
+        conds.append(f.camera == flt.camera)
+    if flt.since is not None:
+        conds.append(r.frame_captured_at >= naive_utc(flt.since))
+    if flt.until is not None:
+        conds.append(r.frame_captured_at < naive_utc(flt.until))
+    return conn.execute(
+        sa.select(r.frame_id, f.camera, r.frame_captured_at, r.n_detections, f.uri)
+        .select_from(_frames_results())
+        .where(*conds)
+        .order_by(r.n_detections.desc(), r.frame_captured_at.desc(), r.frame_id.desc())
+        .limit(limit)
+    ).all()
+
+
+def _top_candidates(
+    conn: Connection, flt: ReportFilter, stmt: sa.Select, limit: int, per_frame: int
+) -> sa.Select | list[str]:
+    """Frames that include the top `limit` by summed n_detections, from the results_top index.
+
+    A frame's count adds at most `per_frame` results (`_results_per_frame`). Seed: the
+    `limit * per_frame` results with the most detections, which hold at least `limit` frames; T, the
+    `limit`-th best count among those frames, is at most the true `limit`-th best count. So every
+    frame of the true top has a count >= T, hence a result with n_detections >= ceil(T / per_frame):
+    those frames (one index range) are the candidates, and the caller's query ranks them exactly as
+    it ranks all frames.
+    """
+    r, f = S.results.c, S.frames.c
+    rule = version_rule(conn, flt)
     seed = (
         conn.execute(
             sa.select(r.frame_id)

@@ -370,11 +370,13 @@ class SqlCatalog(Catalog):
             labels: dict[tuple[str, str, str], Counter] = {k: Counter() for k in result_rows}
             for row in det_rows:
                 labels[(row["frame_id"], row["model"], row["model_version"])][row["label"]] += 1
-            update_rollup(  # the hourly roll-up, in this transaction (reads what is stored first)
+            stored = update_rollup(  # the hourly roll-up, in this transaction (reads what is stored first)
                 conn,
                 {fid: (row["camera"], row["captured_at"]) for fid, row in frame_rows.items()},
                 {k: (row["n_detections"], labels[k]) for k, row in result_rows.items()},
             )
+            for (fid, _, _), row in result_rows.items():  # the stored frame's time (a frame row wins)
+                row["frame_captured_at"] = stored[fid][1] if fid in stored else frame_rows[fid]["captured_at"]
             conn.execute(
                 ins_result.on_conflict_do_update(
                     index_elements=["frame_id", "model", "model_version"],
@@ -382,6 +384,7 @@ class SqlCatalog(Catalog):
                         "n_detections": ins_result.excluded.n_detections,
                         "processed_at": ins_result.excluded.processed_at,
                         "latency_ms": ins_result.excluded.latency_ms,
+                        "frame_captured_at": ins_result.excluded.frame_captured_at,
                     },
                 ),
                 list(result_rows.values()),

@@ -20,10 +20,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -65,9 +67,13 @@ results = Table(
     Column("n_detections", Integer, nullable=False),
     Column("processed_at", DateTime, nullable=False),
     Column("latency_ms", Float, nullable=False),
+    # schema 4: a copy of frames.captured_at, so the frames with the most detections, newest first
+    # among equal counts, are one walk of the results_top index (added by a migration: nullable).
+    # Not named captured_at: `frames JOIN results USING (frame_id)` keeps an unambiguous captured_at
+    Column("frame_captured_at", DateTime),
     PrimaryKeyConstraint("frame_id", "model", "model_version"),
     Index("results_model_time", "model", "model_version", "processed_at"),
-    Index("results_n_detections", "n_detections"),  # schema 3: `top` walks results by count
+    Index("results_top", "n_detections", "frame_captured_at", "frame_id"),
 )
 
 detections = Table(
@@ -138,11 +144,28 @@ def _v3(conn: Connection) -> None:
     from .versions import rebuild_rollup  # versions.py imports this module
 
     rollup_hours.create(conn, checkfirst=True)
-    for index in results.indexes:
-        if index.name == "results_n_detections":
-            index.create(conn, checkfirst=True)
+    # the index `top` walked in schema 3; schema 4 replaces it with results_top
+    conn.execute(text("CREATE INDEX IF NOT EXISTS results_n_detections ON results (n_detections)"))
     rebuild_rollup(conn)  # backfill from frames/results/detections, in the migration's transaction
 
 
+def _v4(conn: Connection) -> None:
+    """results.frame_captured_at, copied from frames, and the results_top index in place of
+    results_n_detections."""
+    if "frame_captured_at" not in {c["name"] for c in inspect(conn).get_columns("results")}:  # v1 made it?
+        kind = DateTime().compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE results ADD COLUMN frame_captured_at {kind}"))
+        conn.execute(
+            text(
+                "UPDATE results SET frame_captured_at = "
+                "(SELECT f.captured_at FROM frames f WHERE f.frame_id = results.frame_id)"
+            )
+        )
+    conn.execute(text("DROP INDEX IF EXISTS results_n_detections"))
+    for index in results.indexes:
+        if index.name == "results_top":
+            index.create(conn, checkfirst=True)
+
+
 #: version -> migration producing it from version - 1; append, never edit a released one.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}

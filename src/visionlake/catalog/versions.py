@@ -127,7 +127,7 @@ def update_rollup(
     conn: Connection,
     frames: Mapping[str, tuple[str, datetime]],
     written: Mapping[tuple[str, str, str], tuple[int, Counter]],
-) -> None:
+) -> dict[str, tuple[str, datetime]]:
     """Bring `rollup_hours` up to date for results about to be written, in the writer's transaction.
 
     `frames`: frame_id -> (camera, captured_at) of the batch (a stored frame row wins); `written`:
@@ -137,9 +137,10 @@ def update_rollup(
     and applies the difference: a result rewritten replaces its old counts; a version newer (by
     models.created_at, then version) than every version of its model stored for the frame takes the
     frame over in the newest view from the previous newest; an older version changes nothing there.
+    Returns the stored (camera, captured_at) of the batch's frames, which the results rows copy.
     """
     if not written:
-        return
+        return {}
     f, r, d = S.frames.c, S.results.c, S.detections.c
     fids = sorted(frames)
     stored_frames: dict[str, tuple[str, datetime]] = {}
@@ -216,6 +217,7 @@ def update_rollup(
             add((NEWEST, mod, ver, cam, hour), n, labs, +1)
         versions[ver] = (n, labs)
     _apply(conn, delta)
+    return stored_frames
 
 
 def _apply(conn: Connection, delta: Mapping[RollupKey, list[int]]) -> None:
