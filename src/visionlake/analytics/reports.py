@@ -434,22 +434,24 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
     """The `limit` frames with the most matching detections (at least one), most first, the newest
     first among equal counts.
 
-    Without a label, where a frame counts one result (one model), the answer is the first `limit`
-    rows of the results_top index (`_top_by_index`); with several models, the frames are found from
-    that index too (`_top_candidates`) instead of a sum per frame over every result. `exact=True`
-    sums over every result."""
+    Without a label the answer comes from the results_top index (model, n_detections,
+    frame_captured_at, frame_id): where a frame counts one result (one model), it is the first
+    `limit` rows of that model's part of the index (`_top_by_index`); with several models, the
+    candidate frames come from each model's part (`_top_candidates`) instead of a sum per frame over
+    every result. `exact=True` sums over every result."""
     flt = flt or ReportFilter()
     _check_limit(limit)
     engine = engine_of(catalog)
     f, d = S.frames.c, S.detections.c
     with engine.connect() as conn:
         check_model(conn, flt.model, flt.model_version)
-        rule = version_rule(conn, flt)
-        per_frame = _results_per_frame(conn, flt)
-        if flt.label is None and not exact and per_frame == 1:
-            rows = _top_by_index(conn, flt, rule, limit)
+        models, per_frame = _counting_models(conn, flt)
+        few = _few_frames(conn, flt, models, limit)
+        walk = flt.label is None and not exact and models and not few
+        if walk and len(models) == per_frame == 1:
+            rows = _top_by_index(conn, flt, models[0], limit)
         else:
-            where = [*frame_conditions(flt), *rule]
+            where = [*frame_conditions(flt), *version_rule(conn, flt)]
             if flt.label is None:
                 n = sa.func.sum(S.results.c.n_detections)
                 src = _frames_results()
@@ -466,17 +468,21 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
                 .order_by(n.desc(), f.captured_at.desc(), f.frame_id.desc())
                 .limit(limit)
             )
-            if flt.label is None and not exact:
-                stmt = stmt.where(f.frame_id.in_(_top_candidates(conn, flt, stmt, limit, per_frame)))
+            if few or (flt.label is not None and frame_conditions(flt)):
+                # the window's frames from their index first (else SQLite scans every frame)
+                stmt = stmt.where(f.frame_id.in_(sa.select(f.frame_id).where(*frame_conditions(flt))))
+            elif walk:
+                stmt = stmt.where(f.frame_id.in_(_top_candidates(conn, flt, stmt, limit, models, per_frame)))
             rows = conn.execute(stmt).all()
     rows = [(fid, cam, as_datetime(ts), _int(c), uri) for fid, cam, ts, c, uri in rows]
     title = f"Top {limit} frames by detections ({flt.describe()})"
     return Report("top", ["frame_id", "camera", "captured_at", "count", "uri"], rows, title)
 
 
-def _results_per_frame(conn: Connection, flt: ReportFilter) -> int:
-    """How many results a frame's count can add up under the version rule: one per model (one per
-    model version when some version has no models row), from the roll-up's (model, version) pairs."""
+def _counting_models(conn: Connection, flt: ReportFilter) -> tuple[list[str], int]:
+    """The models whose results count under `flt`, and how many results a frame's count can add up:
+    one per model (one per model version when some version has no models row), from the roll-up's
+    (model, version) pairs."""
     t = S.rollup_hours.c
     cols = [t.model] if rollup_versions_registered(conn, flt.model) else [t.model, t.model_version]
     pairs = sa.select(*cols).distinct().where(t.view == VERSION, t.model != ALL, t.label == ALL)
@@ -484,15 +490,51 @@ def _results_per_frame(conn: Connection, flt: ReportFilter) -> int:
         pairs = pairs.where(t.model == flt.model)
     if flt.model_version is not None:
         pairs = pairs.where(t.model_version == flt.model_version)
-    return max(1, len(conn.execute(pairs).all()))
+    found = conn.execute(pairs).all()
+    return sorted({p[0] for p in found}), max(1, len(found))
 
 
-def _top_by_index(conn: Connection, flt: ReportFilter, rule: list[sa.ColumnElement], limit: int) -> list:
-    """Top frames when each frame counts one result: its n_detections is the frame's count, so the
-    answer is a walk of results_top (n_detections, frame_captured_at, frame_id) from its end, the
-    time window checked on the results' own copy of the capture time."""
+def _few_frames(conn: Connection, flt: ReportFilter, models: list[str], limit: int) -> bool:
+    """Whether ranking the frames of `flt`'s window (camera, since/until) beats walking results_top:
+    a walk passes over about limit * all / window rows to find the window's top, ranking reads the
+    window's frames, so the window is few when window ** 2 <= limit * all. Frame counts from the
+    roll-up (whole hours around the window: an estimate that picks the plan, never the answer)."""
+    if flt.camera is None and flt.since is None and flt.until is None:
+        return False
+    t = S.rollup_hours.c
+    conds = [t.model.in_(models), t.label == ALL]
+    if flt.model_version is not None:
+        conds += [t.view == VERSION, t.model_version == flt.model_version]
+    else:
+        conds.append(t.view == NEWEST)
+    total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(t.frames), 0)).where(*conds)).scalar()
+    if flt.camera is not None:
+        conds.append(t.camera == flt.camera)
+    if flt.since is not None:
+        conds.append(t.hour >= _floor_hour(naive_utc(flt.since)))
+    if flt.until is not None:
+        conds.append(t.hour < naive_utc(flt.until))
+    n = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(t.frames), 0)).where(*conds)).scalar()
+    return _int(n) ** 2 <= limit * _int(total)
+
+
+def _walk(conn: Connection, flt: ReportFilter, model: str) -> list[sa.ColumnElement]:
+    """Conditions on `results` that keep `model`'s results counted under `flt`, written so that the
+    planner walks results_top (model, n_detections, ...) in order: a version is compared as an
+    expression (`|| ''`), else SQLite takes results_model_time (model, model_version, processed_at)
+    for the two equalities and sorts every result of the version."""
+    r = S.results.c
+    if flt.model_version is not None:
+        return [r.model == model, (r.model_version + "") == flt.model_version]
+    return one_version_per_model(conn, model)
+
+
+def _top_by_index(conn: Connection, flt: ReportFilter, model: str, limit: int) -> list:
+    """Top frames when each frame counts one result, of `model`: its n_detections is the frame's
+    count, so the answer is a walk of results_top from the end of the model's part, the time window
+    checked on the results' own copy of the capture time."""
     r, f = S.results.c, S.frames.c
-    conds = [*rule, r.n_detections >= 1]
+    conds = [r.model == model, *_walk(conn, flt, model), r.n_detections >= 1]
     if flt.camera is not None:
         conds.append(f.camera == flt.camera)
     if flt.since is not None:
@@ -509,38 +551,39 @@ def _top_by_index(conn: Connection, flt: ReportFilter, rule: list[sa.ColumnEleme
 
 
 def _top_candidates(
-    conn: Connection, flt: ReportFilter, stmt: sa.Select, limit: int, per_frame: int
+    conn: Connection, flt: ReportFilter, stmt: sa.Select, limit: int, models: list[str], per_frame: int
 ) -> sa.Select | list[str]:
     """Frames that include the top `limit` by summed n_detections, from the results_top index.
 
-    A frame's count adds at most `per_frame` results (`_results_per_frame`). Seed: the
-    `limit * per_frame` results with the most detections, which hold at least `limit` frames; T, the
-    `limit`-th best count among those frames, is at most the true `limit`-th best count. So every
-    frame of the true top has a count >= T, hence a result with n_detections >= ceil(T / per_frame):
-    those frames (one index range) are the candidates, and the caller's query ranks them exactly as
-    it ranks all frames.
+    A frame's count adds at most `per_frame` results (`_counting_models`). Seed: the
+    `limit * per_frame` results with the most detections (the best of each model's first
+    `limit * per_frame` in the index), which hold at least `limit` frames; T, the `limit`-th best
+    count among those frames, is at most the true `limit`-th best count. So every frame of the true
+    top has a count >= T, hence a result with n_detections >= ceil(T / per_frame): those frames (one
+    index range per model) are the candidates, and the caller's query ranks them exactly as it ranks
+    all frames.
     """
     r, f = S.results.c, S.frames.c
-    rule = version_rule(conn, flt)
-    seed = (
-        conn.execute(
-            sa.select(r.frame_id)
+    size = limit * per_frame
+    best: list[tuple[int, str]] = []
+    for model in models:
+        best += conn.execute(
+            sa.select(r.n_detections, r.frame_id)
             .select_from(_frames_results())
-            .where(*frame_conditions(flt), *rule, r.n_detections >= 1)
+            .where(r.model == model, *_walk(conn, flt, model), *frame_conditions(flt), r.n_detections >= 1)
             .order_by(r.n_detections.desc())
-            .limit(limit * per_frame)
-        )
-        .scalars()
-        .all()
-    )
-    if len(seed) < limit * per_frame:  # every result that counts is in the seed
-        return sorted(set(seed))
-    ranked = conn.execute(stmt.where(f.frame_id.in_(sorted(set(seed))))).all()
+            .limit(size)
+        ).all()
+    seed = sorted({fid for _, fid in sorted(best, reverse=True)[:size]})
+    if len(best) < size:  # every result that counts is in the seed
+        return seed
+    ranked = conn.execute(stmt.where(f.frame_id.in_(seed))).all()
+    rule = version_rule(conn, flt)
     if len(ranked) < limit:  # cannot happen (a frame has at most per_frame results); be safe
         return sa.select(r.frame_id).where(*rule).correlate(None)
     need = max(1, -(-_int(ranked[-1][3]) // per_frame))
     # the rule's conditions name `results`: in this subquery they bind to its own FROM
-    return sa.select(r.frame_id).where(r.n_detections >= need, *rule).correlate(None)
+    return sa.select(r.frame_id).where(r.model.in_(models), r.n_detections >= need, *rule).correlate(None)
 
 
 def latest(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10) -> Report:

@@ -73,7 +73,7 @@ results = Table(
     Column("frame_captured_at", DateTime),
     PrimaryKeyConstraint("frame_id", "model", "model_version"),
     Index("results_model_time", "model", "model_version", "processed_at"),
-    Index("results_top", "n_detections", "frame_captured_at", "frame_id"),
+    Index("results_top", "model", "n_detections", "frame_captured_at", "frame_id"),
 )
 
 detections = Table(
