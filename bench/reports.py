@@ -249,6 +249,9 @@ def questions(cat) -> list[tuple[str, object, object, str]]:
     day = (first + (last - first) / 2).replace(hour=0, minute=0, second=0, microsecond=0)
     one_day = ReportFilter(since=day.replace(tzinfo=UTC), until=(day + timedelta(days=1)).replace(tzinfo=UTC))
     last_24h = ReportFilter(since=(last - timedelta(hours=24, minutes=-7, seconds=13)).replace(tzinfo=UTC))
+    hour = (day + timedelta(hours=14)).replace(tzinfo=UTC)
+    one_hour = ReportFilter(since=hour, until=hour + timedelta(hours=1))
+    v1_gate = ReportFilter(camera=CAMERAS[0], model="haar-face", model_version="1")
     cursor = make_cursor(mid_ts.replace(tzinfo=UTC), mid[1])
     page = 48
 
@@ -316,6 +319,18 @@ def questions(cat) -> list[tuple[str, object, object, str]]:
             lambda: top(cat, limit=10),
             plain_top,
             "one GROUP BY per frame over frames JOIN results, ORDER BY sum LIMIT 10",
+        ),
+        (
+            "top_10_version_1_one_camera",
+            lambda: top(cat, v1_gate, limit=10),
+            lambda: top(cat, v1_gate, limit=10, exact=True),
+            "reports API with exact=True: one GROUP BY per frame over the filtered results",
+        ),
+        (
+            "top_10_one_hour",
+            lambda: top(cat, one_hour, limit=10),
+            lambda: top(cat, one_hour, limit=10, exact=True),
+            "reports API with exact=True: one GROUP BY per frame over the filtered results",
         ),
         (
             "latest_10",
