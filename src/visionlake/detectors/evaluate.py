@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MatchCounts", "iou_matrix", "match_boxes", "xywh_to_xyxy"]
+__all__ = ["MatchCounts", "TrackFrame", "iou_matrix", "match_boxes", "mot_scores", "xywh_to_xyxy"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +126,48 @@ def match_boxes(
             fp += 1
     fn = int((~matched & ~ignore).sum())
     return MatchCounts(tp, fp, fn, iou_sum)
+
+
+@dataclass(frozen=True)
+class TrackFrame:
+    """One frame of a tracking evaluation: the truth's ids and boxes (ignored ones flagged) and the
+    tracker's confirmed ids and boxes (x1, y1, x2, y2)."""
+
+    truth_ids: Sequence[int]
+    truth_xyxy: np.ndarray
+    truth_ignore: Sequence[bool]
+    track_ids: Sequence[int]
+    track_xyxy: np.ndarray
+
+
+def mot_scores(frames: Sequence[TrackFrame], iou_threshold: float = 0.5) -> dict[str, float]:
+    """MOTA, IDF1 and their parts over a sequence, with the `motmetrics` package (CLEAR MOT and
+    identity metrics), boxes matched at IoU >= `iou_threshold`.
+
+    Ignored truth boxes count neither way: a track box on one (IoU >= the threshold, matched one to
+    one) is dropped from that frame before scoring, and the ignored box is not a miss."""
+    import motmetrics as mm
+    from scipy.optimize import linear_sum_assignment
+
+    acc = mm.MOTAccumulator(auto_id=True)
+    for fr in frames:
+        t_ids = np.asarray(fr.truth_ids, dtype=np.int64).reshape(-1)
+        t_box = np.asarray(fr.truth_xyxy, dtype=np.float64).reshape(-1, 4)
+        ignore = np.asarray(fr.truth_ignore, dtype=bool).reshape(-1)
+        h_ids = np.asarray(fr.track_ids, dtype=np.int64).reshape(-1)
+        h_box = np.asarray(fr.track_xyxy, dtype=np.float64).reshape(-1, 4)
+        drop = np.zeros(len(h_ids), dtype=bool)
+        if ignore.any() and len(h_ids):
+            ious = iou_matrix(h_box, t_box)
+            rows, cols = linear_sum_assignment(-ious)
+            for i, j in zip(rows, cols, strict=True):
+                drop[i] |= bool(ignore[j] and ious[i, j] >= iou_threshold)
+        keep_t, keep_h = ~ignore, ~drop
+        dist = 1.0 - iou_matrix(t_box[keep_t], h_box[keep_h])
+        dist[dist > 1.0 - iou_threshold] = np.nan
+        acc.update(t_ids[keep_t].tolist(), h_ids[keep_h].tolist(), dist)
+    names = ["mota", "motp", "idf1", "idp", "idr", "num_switches", "num_false_positives", "num_misses"]
+    row = mm.metrics.create().compute(acc, metrics=[*names, "num_objects"], name="seq")
+    out = {k: float(row[k].iloc[0]) for k in [*names, "num_objects"]}
+    out["motp_iou"] = 1.0 - out.pop("motp")  # motmetrics' MOTP is the mean distance, 1 - IoU here
+    return out
