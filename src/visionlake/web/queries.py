@@ -170,8 +170,9 @@ def gallery(catalog: Catalog, flt: Filters, before: str | None = None, limit: in
         if filtered:
             need = max(flt.min_count, 1 if flt.label else 0)
             stmt = stmt.where(sa.exists().where(r.frame_id == f.frame_id, *rule, n_label >= need))
-        if cursor is not None:
+        if cursor is not None:  # keyset paging; the plain <= is the bound an index range can use
             stmt = stmt.where(
+                f.captured_at <= cursor[0],
                 sa.or_(
                     f.captured_at < cursor[0],
                     sa.and_(f.captured_at == cursor[0], f.frame_id < cursor[1]),
