@@ -254,6 +254,8 @@ def questions(cat) -> list[tuple[str, object, object, str]]:
     last_24h = ReportFilter(since=(last - timedelta(hours=24, minutes=-7, seconds=13)).replace(tzinfo=UTC))
     hour = (day + timedelta(hours=14)).replace(tzinfo=UTC)
     one_hour = ReportFilter(since=hour, until=hour + timedelta(hours=1))
+    face = ReportFilter(label="face")
+    bag_hour = ReportFilter(label="bag", since=hour, until=hour + timedelta(hours=1))
     v1_gate = ReportFilter(camera=CAMERAS[0], model="haar-face", model_version="1")
     cursor = make_cursor(mid_ts.replace(tzinfo=UTC), mid[1])
     page = 48
@@ -334,6 +336,18 @@ def questions(cat) -> list[tuple[str, object, object, str]]:
             lambda: top(cat, one_hour, limit=10),
             lambda: top(cat, one_hour, limit=10, exact=True),
             "reports API with exact=True: one GROUP BY per frame over the filtered results",
+        ),
+        (
+            "top_10_label_face",
+            lambda: top(cat, face, limit=10),
+            lambda: top(cat, face, limit=10, exact=True),
+            "reports API with exact=True: boxes of the label counted per frame over detections",
+        ),
+        (
+            "top_10_label_bag_one_hour",
+            lambda: top(cat, bag_hour, limit=10),
+            lambda: top(cat, bag_hour, limit=10, exact=True),
+            "reports API with exact=True: boxes of the label counted per frame over detections",
         ),
         (
             "latest_10",

@@ -12,7 +12,8 @@ invariants:
 2. every result was published: ``frames.detections`` holds at least one event for it (events are
    at-least-once: duplicates are counted, not refused);
 3. no duplicated detection: per (frame, model, version) the ``detections`` rows number
-   ``results.n_detections`` and no two of them are identical;
+   ``results.n_detections`` and no two of them are identical, and ``result_labels`` holds their
+   count per label;
 4. the archive holds exactly the frames' images: no object without a frame row (a left-over
    temporary file counts), and every ``frames.uri`` exists with the size and sha256 of its row;
 5. committed offsets never move backwards (`OffsetMonitor` samples them during the run);
@@ -337,6 +338,15 @@ def check_invariants(
                 )
             )
         }
+        grouped = (
+            "SELECT frame_id, model, model_version, label, count(*) FROM detections "
+            "GROUP BY frame_id, model, model_version, label"
+        )
+        kept = "SELECT frame_id, model, model_version, label, n_detections FROM result_labels"
+        label_drift = [
+            *[("missing", *row) for row in conn.execute(sa.text(f"{grouped} EXCEPT {kept}"))],
+            *[("stale", *row) for row in conn.execute(sa.text(f"{kept} EXCEPT {grouped}"))],
+        ]
         twins = conn.execute(
             sa.text(
                 "SELECT frame_id, model, model_version, label, score, x1, y1, x2, y2, count(*) FROM detections "
@@ -391,6 +401,8 @@ def check_invariants(
             rep.add("detections without a result", f"{key}: {n} rows")
     for row in twins:
         rep.add("duplicated detection", f"{tuple(row[:9])} stored {row[9]} times")
+    for how, *row in label_drift:  # result_labels is kept with the detections, in their transaction
+        rep.add("label counts disagree with detections", f"{how} in result_labels: {tuple(row)}")
 
     # -- the archive
     objects, problem = _archive_objects(lake)

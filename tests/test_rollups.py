@@ -129,8 +129,25 @@ def uses_rollup(catalog, flt: ReportFilter) -> bool:
         return _use_rollup(conn, flt, "hour")
 
 
+def label_counts(catalog) -> tuple[list[tuple], list[tuple]]:
+    """(result_labels as kept, the same counted from detections)."""
+    with catalog.engine.connect() as conn:
+        kept = conn.execute(
+            sa.text("SELECT frame_id, model, model_version, label, n_detections FROM result_labels")
+        ).all()
+        counted = conn.execute(
+            sa.text(
+                "SELECT frame_id, model, model_version, label, count(*) FROM detections "
+                "GROUP BY frame_id, model, model_version, label"
+            )
+        ).all()
+    return sorted(map(tuple, kept)), sorted(map(tuple, counted))
+
+
 def test_reports_from_the_rollup_equal_the_exact_counts(catalog):
     fill(catalog)
+    kept, counted = label_counts(catalog)  # rewritten results and re-sent frames included
+    assert kept == counted and kept
     assert uses_rollup(catalog, ReportFilter()) and uses_rollup(catalog, ReportFilter(model="haar-face"))
     assert counts(catalog).rows  # something to compare
     assert_reports_match(catalog)
@@ -208,13 +225,14 @@ def test_a_version_2_catalog_is_upgraded_and_backfilled(catalog_url, catalog):
         again.close()
 
 
-def test_a_version_3_catalog_gets_the_capture_times_of_its_results(catalog_url, catalog):
+def test_a_version_3_catalog_gets_capture_times_and_label_counts(catalog_url, catalog):
     fill(catalog)
     expected = {(flt, k): top(catalog, flt, k, exact=True).rows for flt in FILTERS for k in (1, 10)}
     with catalog.engine.begin() as conn:  # back to schema version 3
         conn.execute(sa.text("DROP INDEX results_top"))
         conn.execute(sa.text("ALTER TABLE results DROP COLUMN frame_captured_at"))
         conn.execute(sa.text("CREATE INDEX results_n_detections ON results (n_detections)"))
+        conn.execute(sa.text("DROP TABLE result_labels"))
         conn.execute(sa.delete(S.schema_version).where(S.schema_version.c.version >= 4))
     catalog.close()
     again = open_catalog(catalog_url)
@@ -231,6 +249,8 @@ def test_a_version_3_catalog_gets_the_capture_times_of_its_results(catalog_url, 
             indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("results")}
         assert n > 0 and same == n
         assert "results_top" in indexes and "results_n_detections" not in indexes
+        kept, counted = label_counts(again)  # schema 5 fills result_labels from the detections
+        assert kept == counted and kept
         for (flt, k), rows in expected.items():
             assert top(again, flt, k).rows == rows, (flt, k)
     finally:

@@ -434,11 +434,12 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
     """The `limit` frames with the most matching detections (at least one), most first, the newest
     first among equal counts.
 
-    Without a label the answer comes from the results_top index (model, n_detections,
-    frame_captured_at, frame_id): where a frame counts one result (one model), it is the first
-    `limit` rows of that model's part of the index (`_top_by_index`); with several models, the
-    candidate frames come from each model's part (`_top_candidates`) instead of a sum per frame over
-    every result. `exact=True` sums over every result."""
+    The answer comes from an index of counts per result: results_top (model, n_detections,
+    frame_captured_at, frame_id), or with a label result_labels_top (model, label, n_detections, ...).
+    Where a frame counts one result (one model), it is the first `limit` rows of that model's part
+    of the index (`_top_by_index`); with several models, the candidate frames come from each model's
+    part (`_top_candidates`) instead of a sum per frame over every result; a small camera/time window
+    is ranked from the frames index (`_few_frames`). `exact=True` counts over every detection."""
     flt = flt or ReportFilter()
     _check_limit(limit)
     engine = engine_of(catalog)
@@ -447,7 +448,7 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
         check_model(conn, flt.model, flt.model_version)
         models, per_frame = _counting_models(conn, flt)
         few = _few_frames(conn, flt, models, limit)
-        walk = flt.label is None and not exact and models and not few
+        walk = not exact and models and not few
         if walk and len(models) == per_frame == 1:
             rows = _top_by_index(conn, flt, models[0], limit)
         else:
@@ -455,10 +456,14 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
             if flt.label is None:
                 n = sa.func.sum(S.results.c.n_detections)
                 src = _frames_results()
-            else:
+            elif exact:
                 n = sa.func.count()
                 src = _with_detections(_frames_results())
                 where.append(d.label == flt.label)
+            else:  # the label's boxes per result, counted when they were written
+                c = _counts_of(flt)
+                n, src = sa.func.sum(c.n), c.source
+                where.extend(c.conds)
             stmt = (
                 sa.select(f.frame_id, f.camera, f.captured_at, n.label("count"), f.uri)
                 .select_from(src)
@@ -468,8 +473,7 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
                 .order_by(n.desc(), f.captured_at.desc(), f.frame_id.desc())
                 .limit(limit)
             )
-            if few or (flt.label is not None and frame_conditions(flt)):
-                # the window's frames from their index first (else SQLite scans every frame)
+            if few:  # the window's frames from their index first (else SQLite scans every frame)
                 stmt = stmt.where(f.frame_id.in_(sa.select(f.frame_id).where(*frame_conditions(flt))))
             elif walk:
                 stmt = stmt.where(f.frame_id.in_(_top_candidates(conn, flt, stmt, limit, models, per_frame)))
@@ -502,7 +506,7 @@ def _few_frames(conn: Connection, flt: ReportFilter, models: list[str], limit: i
     if flt.camera is None and flt.since is None and flt.until is None:
         return False
     t = S.rollup_hours.c
-    conds = [t.model.in_(models), t.label == ALL]
+    conds = [t.model.in_(models), t.label == (ALL if flt.label is None else flt.label)]
     if flt.model_version is not None:
         conds += [t.view == VERSION, t.model_version == flt.model_version]
     else:
@@ -520,32 +524,63 @@ def _few_frames(conn: Connection, flt: ReportFilter, models: list[str], limit: i
 
 def _walk(conn: Connection, flt: ReportFilter, model: str) -> list[sa.ColumnElement]:
     """Conditions on `results` that keep `model`'s results counted under `flt`, written so that the
-    planner walks results_top (model, n_detections, ...) in order: a version is compared as an
-    expression (`|| ''`), else SQLite takes results_model_time (model, model_version, processed_at)
-    for the two equalities and sorts every result of the version."""
+    planner walks the count index in order: a version is compared as an expression (`|| ''`), else
+    SQLite takes results_model_time (model, model_version, processed_at) for the two equalities and
+    sorts every result of the version."""
     r = S.results.c
     if flt.model_version is not None:
         return [r.model == model, (r.model_version + "") == flt.model_version]
     return one_version_per_model(conn, model)
 
 
+@dataclass(frozen=True)
+class _Counts:
+    """Where a result's count is read: results (all boxes) or result_labels (one label's boxes)."""
+
+    counted: sa.FromClause  # results [JOIN result_labels]
+    n: sa.ColumnElement
+    captured_at: sa.ColumnElement
+    frame_id: sa.ColumnElement
+    model: sa.ColumnElement
+    conds: tuple[sa.ColumnElement, ...]
+
+    @property
+    def source(self) -> sa.FromClause:
+        return S.frames.join(self.counted, S.frames.c.frame_id == S.results.c.frame_id)
+
+
+def _counts_of(flt: ReportFilter) -> _Counts:
+    r = S.results.c
+    if flt.label is None:
+        return _Counts(S.results, r.n_detections, r.frame_captured_at, r.frame_id, r.model, ())
+    rl = S.result_labels.c
+    counted = S.results.join(
+        S.result_labels,
+        (rl.frame_id == r.frame_id) & (rl.model == r.model) & (rl.model_version == r.model_version),
+    )
+    return _Counts(
+        counted, rl.n_detections, rl.frame_captured_at, rl.frame_id, rl.model, (rl.label == flt.label,)
+    )
+
+
 def _top_by_index(conn: Connection, flt: ReportFilter, model: str, limit: int) -> list:
-    """Top frames when each frame counts one result, of `model`: its n_detections is the frame's
-    count, so the answer is a walk of results_top from the end of the model's part, the time window
-    checked on the results' own copy of the capture time."""
-    r, f = S.results.c, S.frames.c
-    conds = [r.model == model, *_walk(conn, flt, model), r.n_detections >= 1]
+    """Top frames when each frame counts one result, of `model`: that result's count (of boxes, or
+    of one label's boxes) is the frame's count, so the answer is a walk of the count index from the
+    end of the model's part, the time window checked on the index's own copy of the capture time."""
+    f = S.frames.c
+    c = _counts_of(flt)
+    conds = [c.model == model, *c.conds, *_walk(conn, flt, model), c.n >= 1]
     if flt.camera is not None:
         conds.append(f.camera == flt.camera)
     if flt.since is not None:
-        conds.append(r.frame_captured_at >= naive_utc(flt.since))
+        conds.append(c.captured_at >= naive_utc(flt.since))
     if flt.until is not None:
-        conds.append(r.frame_captured_at < naive_utc(flt.until))
+        conds.append(c.captured_at < naive_utc(flt.until))
     return conn.execute(
-        sa.select(r.frame_id, f.camera, r.frame_captured_at, r.n_detections, f.uri)
-        .select_from(_frames_results())
+        sa.select(c.frame_id, f.camera, c.captured_at, c.n, f.uri)
+        .select_from(c.source)
         .where(*conds)
-        .order_by(r.n_detections.desc(), r.frame_captured_at.desc(), r.frame_id.desc())
+        .order_by(c.n.desc(), c.captured_at.desc(), c.frame_id.desc())
         .limit(limit)
     ).all()
 
@@ -553,25 +588,26 @@ def _top_by_index(conn: Connection, flt: ReportFilter, model: str, limit: int) -
 def _top_candidates(
     conn: Connection, flt: ReportFilter, stmt: sa.Select, limit: int, models: list[str], per_frame: int
 ) -> sa.Select | list[str]:
-    """Frames that include the top `limit` by summed n_detections, from the results_top index.
+    """Frames that include the top `limit` by summed counts, from the count index.
 
     A frame's count adds at most `per_frame` results (`_counting_models`). Seed: the
-    `limit * per_frame` results with the most detections (the best of each model's first
+    `limit * per_frame` results with the highest counts (the best of each model's first
     `limit * per_frame` in the index), which hold at least `limit` frames; T, the `limit`-th best
     count among those frames, is at most the true `limit`-th best count. So every frame of the true
-    top has a count >= T, hence a result with n_detections >= ceil(T / per_frame): those frames (one
+    top has a count >= T, hence a result with a count >= ceil(T / per_frame): those frames (one
     index range per model) are the candidates, and the caller's query ranks them exactly as it ranks
     all frames.
     """
-    r, f = S.results.c, S.frames.c
+    f = S.frames.c
+    c = _counts_of(flt)
     size = limit * per_frame
     best: list[tuple[int, str]] = []
     for model in models:
         best += conn.execute(
-            sa.select(r.n_detections, r.frame_id)
-            .select_from(_frames_results())
-            .where(r.model == model, *_walk(conn, flt, model), *frame_conditions(flt), r.n_detections >= 1)
-            .order_by(r.n_detections.desc())
+            sa.select(c.n, c.frame_id)
+            .select_from(c.source)
+            .where(c.model == model, *c.conds, *_walk(conn, flt, model), *frame_conditions(flt), c.n >= 1)
+            .order_by(c.n.desc())
             .limit(size)
         ).all()
     seed = sorted({fid for _, fid in sorted(best, reverse=True)[:size]})
@@ -580,10 +616,15 @@ def _top_candidates(
     ranked = conn.execute(stmt.where(f.frame_id.in_(seed))).all()
     rule = version_rule(conn, flt)
     if len(ranked) < limit:  # cannot happen (a frame has at most per_frame results); be safe
-        return sa.select(r.frame_id).where(*rule).correlate(None)
+        return sa.select(S.results.c.frame_id).where(*rule).correlate(None)
     need = max(1, -(-_int(ranked[-1][3]) // per_frame))
     # the rule's conditions name `results`: in this subquery they bind to its own FROM
-    return sa.select(r.frame_id).where(r.model.in_(models), r.n_detections >= need, *rule).correlate(None)
+    return (
+        sa.select(c.frame_id)
+        .select_from(c.counted)
+        .where(c.model.in_(models), *c.conds, c.n >= need, *rule)
+        .correlate(None)
+    )
 
 
 def latest(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10) -> Report:

@@ -42,6 +42,11 @@ _DELETE_DETECTIONS = sa.delete(S.detections).where(
     S.detections.c.model == sa.bindparam("k_model"),
     S.detections.c.model_version == sa.bindparam("k_version"),
 )
+_DELETE_LABELS = sa.delete(S.result_labels).where(
+    S.result_labels.c.frame_id == sa.bindparam("k_frame"),
+    S.result_labels.c.model == sa.bindparam("k_model"),
+    S.result_labels.c.model_version == sa.bindparam("k_version"),
+)
 
 
 def naive_utc(ts: datetime) -> datetime:
@@ -389,12 +394,26 @@ class SqlCatalog(Catalog):
                 ),
                 list(result_rows.values()),
             )
-            conn.execute(  # one prepared DELETE, executed for every key of the batch
-                _DELETE_DETECTIONS,
-                [{"k_frame": f, "k_model": m, "k_version": v} for f, m, v in result_rows],
-            )
+            keys = [{"k_frame": f, "k_model": m, "k_version": v} for f, m, v in result_rows]
+            conn.execute(_DELETE_DETECTIONS, keys)  # one prepared DELETE, executed for every key
+            conn.execute(_DELETE_LABELS, keys)
             if det_rows:
                 conn.execute(sa.insert(S.detections), det_rows)
+                conn.execute(
+                    sa.insert(S.result_labels),
+                    [
+                        dict(
+                            frame_id=k[0],
+                            model=k[1],
+                            model_version=k[2],
+                            label=label,
+                            n_detections=n,
+                            frame_captured_at=result_rows[k]["frame_captured_at"],
+                        )
+                        for k, per_label in labels.items()
+                        for label, n in sorted(per_label.items())
+                    ],
+                )
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ Not guarded: the denylist is lexical, so a function name spelled with unicode es
 (``U&"..."``) or a user-defined SECURITY DEFINER function that calls one is not caught; CPU and memory
 use within the time limit; reading any table the role can read. **In production point the query
 side at a read-only role**: a login role that has only ``CONNECT`` on the database, ``USAGE`` on the
-schema and ``SELECT`` on the four tables (and ``schema_version``, ``rollup_hours``), is not a superuser and is not a member
+schema and ``SELECT`` on the four tables (and ``schema_version``, ``rollup_hours``, ``result_labels``), is not a superuser and is not a member
 of ``pg_read_server_files``, ``pg_write_server_files``, ``pg_execute_server_program`` or
 ``pg_signal_backend``; open the catalog with that role's URL in query-only processes (the web
 dashboard, ``visionlake sql``). Opening needs no write right when the schema is current.

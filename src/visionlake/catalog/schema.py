@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -92,6 +92,21 @@ detections = Table(
     Index("detections_label", "label"),
 )
 
+#: Schema 5: the boxes of each label per result, kept by `write_results` with the detections, so the
+#: frames with the most boxes of one label are one walk of result_labels_top (`report top --label`).
+result_labels = Table(
+    "result_labels",
+    metadata,
+    Column("frame_id", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("n_detections", Integer, nullable=False),  # boxes of this label (>= 1)
+    Column("frame_captured_at", DateTime, nullable=False),  # a copy of frames.captured_at
+    PrimaryKeyConstraint("frame_id", "model", "model_version", "label"),
+    Index("result_labels_top", "model", "label", "n_detections", "frame_captured_at", "frame_id"),
+)
+
 replay_cursors = Table(
     "replay_cursors",
     metadata,
@@ -129,7 +144,15 @@ schema_version = Table(
     Column("applied_at", DateTime, nullable=False),
 )
 
-USER_TABLES = ("frames", "models", "results", "detections", "replay_cursors", "rollup_hours")
+USER_TABLES = (
+    "frames",
+    "models",
+    "results",
+    "detections",
+    "replay_cursors",
+    "rollup_hours",
+    "result_labels",
+)
 
 
 def _v1(conn: Connection) -> None:
@@ -167,5 +190,20 @@ def _v4(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v5(conn: Connection) -> None:
+    """result_labels, filled from detections (one GROUP BY, in the migration's transaction)."""
+    result_labels.create(conn, checkfirst=True)
+    conn.execute(text("DELETE FROM result_labels"))  # a rebuild: the same result however often it runs
+    conn.execute(
+        text(
+            "INSERT INTO result_labels "
+            "(frame_id, model, model_version, label, n_detections, frame_captured_at) "
+            "SELECT d.frame_id, d.model, d.model_version, d.label, count(*), f.captured_at "
+            "FROM detections d JOIN frames f ON f.frame_id = d.frame_id "
+            "GROUP BY d.frame_id, d.model, d.model_version, d.label, f.captured_at"
+        )
+    )
+
+
 #: version -> migration producing it from version - 1; append, never edit a released one.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
