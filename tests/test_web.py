@@ -246,6 +246,24 @@ def test_gallery_filters_by_camera_and_min_count_and_pages_by_keyset(server, tab
     v1 = httpx.get(server.url + "/api/frames", params={"min_count": 2, "model_version": "1"}).json()
     assert len(v1["frames"]) < len(want)  # version 1 finds fewer faces
 
+    # min score: frames with a box of the newest version scoring at least the median score
+    with Lake(lake=lake_root) as lk:
+        scores = sorted(r[0] for r in lk.catalog.query("SELECT score FROM detections").rows)
+        cut = scores[len(scores) // 2]
+        strong = {
+            r[0]
+            for r in lk.catalog.query(
+                f"SELECT DISTINCT frame_id FROM detections WHERE model_version = '2' AND score >= {cut}"
+            ).rows
+        }
+    assert 0 < len(strong) < len(frame_ids(lake_root))
+    page = tab.open(server.url + f"/frames?min_score={cut}")
+    got = page.eval_on_selector_all("#gallery a.thumb", "els => els.map(e => e.dataset.frameId)")
+    assert set(got) == strong
+    assert float(page.input_value("input[name=min_score]")) == cut  # the form keeps the filter
+    bad = httpx.get(server.url + "/api/frames", params={"min_score": "high"})
+    assert bad.status_code == 400 and "min_score must be a number" in bad.json()["error"]
+
     # keyset pages of 5 cover every frame once, in order
     seen, before = [], None
     while True:

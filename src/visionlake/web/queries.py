@@ -63,9 +63,10 @@ def iso_time(ts: Any) -> str | None:
 @dataclass(frozen=True)
 class Filters(ReportFilter):
     """The filters every page shares, parsed from a query string (empty values mean no filter):
-    the reports' filter, and the gallery's minimum count."""
+    the reports' filter, and the gallery's minimum count and minimum score."""
 
     min_count: int = 0
+    min_score: float | None = None  # on the detector's own scale (HOG margins exceed 1)
 
     @classmethod
     def parse(cls, params: Any) -> Filters:
@@ -84,6 +85,13 @@ class Filters(ReportFilter):
             raise InputError(f"min_count must be a whole number, got {raw!r}") from None
         if not 0 <= min_count <= 1_000_000:
             raise InputError(f"min_count must be from 0 to 1000000, got {min_count}")
+        raw = text("min_score")
+        try:
+            min_score = float(raw) if raw is not None else None
+        except ValueError:
+            raise InputError(f"min_score must be a number, got {raw!r}") from None
+        if min_score is not None and not -1e6 <= min_score <= 1e6:  # also refuses nan
+            raise InputError(f"min_score must be from -1000000 to 1000000, got {raw}")
         flt = cls(
             camera=text("camera"),
             label=text("label"),
@@ -92,6 +100,7 @@ class Filters(ReportFilter):
             since=parse_time(since, "since") if since else None,
             until=parse_time(until, "until") if until else None,
             min_count=min_count,
+            min_score=min_score,
         )
         if flt.since and flt.until and flt.since >= flt.until:
             raise InputError(f"since ({since}) must be before until ({until})")
@@ -111,6 +120,7 @@ class Filters(ReportFilter):
             "since": iso(self.since) if self.since else None,
             "until": iso(self.until) if self.until else None,
             "min_count": str(self.min_count) if self.min_count else None,
+            "min_score": str(self.min_score) if self.min_score is not None else None,  # round-trips
         }
         return {k: v for k, v in out.items() if v}
 
@@ -142,7 +152,8 @@ def gallery(catalog: Catalog, flt: Filters, before: str | None = None, limit: in
 
     A frame is listed when a result of the chosen model/version (each model's newest version per
     frame unless a version is given, as the reports count) has at least `min_count` detections (of
-    `label`). Without model, version, label and min_count, every frame is listed, processed or not.
+    `label`, scoring at least `min_score`; at least one with a label or a minimum score). Without
+    model, version, label, min_count and min_score, every frame is listed, processed or not.
     """
     if not 1 <= limit <= MAX_PAGE:
         raise InputError(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
@@ -153,22 +164,22 @@ def gallery(catalog: Catalog, flt: Filters, before: str | None = None, limit: in
     with engine.connect() as conn:
         check_model(conn, flt.model, flt.model_version)
         rule = version_rule(conn, rf)
+        box_conds = [d.label == flt.label] if flt.label is not None else []
+        if flt.min_score is not None:
+            box_conds.append(d.score >= flt.min_score)
         n_label = (
             sa.select(sa.func.count())
             .where(
-                d.frame_id == r.frame_id,
-                d.model == r.model,
-                d.model_version == r.model_version,
-                d.label == flt.label,
+                d.frame_id == r.frame_id, d.model == r.model, d.model_version == r.model_version, *box_conds
             )
             .scalar_subquery()
-            if flt.label is not None
+            if box_conds
             else r.n_detections
         )
         stmt = sa.select(f.frame_id, f.camera, f.captured_at, f.width, f.height).where(*frame_conditions(rf))
-        filtered = flt.model or flt.model_version or flt.label or flt.min_count
+        filtered = flt.model or flt.model_version or box_conds or flt.min_count
         if filtered:
-            need = max(flt.min_count, 1 if flt.label else 0)
+            need = max(flt.min_count, 1 if box_conds else 0)
             stmt = stmt.where(sa.exists().where(r.frame_id == f.frame_id, *rule, n_label >= need))
         if cursor is not None:  # keyset paging; the plain <= is the bound an index range can use
             stmt = stmt.where(
@@ -176,7 +187,7 @@ def gallery(catalog: Catalog, flt: Filters, before: str | None = None, limit: in
                 sa.or_(
                     f.captured_at < cursor[0],
                     sa.and_(f.captured_at == cursor[0], f.frame_id < cursor[1]),
-                )
+                ),
             )
         rows = conn.execute(stmt.order_by(f.captured_at.desc(), f.frame_id.desc()).limit(limit + 1)).all()
         page = rows[:limit]
