@@ -39,8 +39,8 @@ fi
 # no Haar cascades or HOG people detector), so they are installed without their dependencies and
 # with the few they use.
 if [[ ",${extras}," == *",track,"* || ",${extras}," == *",all,"* ]]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check requests tqdm defusedxml
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     "trackers==2.6.1" "supervision==0.31.2" "pydeprecate==0.13.0"
-  .venv/bin/python -m pip install -q --disable-pip-version-check requests tqdm defusedxml
 fi
 echo "visionlake installed in .venv (extras: ${extras})"
