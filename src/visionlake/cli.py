@@ -91,9 +91,14 @@ def main_options(
     ] = False,
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)]
-    )
+    if err_console.is_terminal:
+        logging.basicConfig(
+            level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)]
+        )
+    else:  # a log file, a pipe, a parent process: one plain line per record, never wrapped
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
+        )
     ctx.obj = State(lake, log, catalog, archive)
 
 
