@@ -23,8 +23,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import cv2
-from common import VIDEO, emit, loadavg, say
+from common import emit, loadavg, say
+from hog_accuracy import read_frames
 
 from visionlake.detectors.evaluate import TrackFrame, mot_scores, xywh_to_xyxy
 from visionlake.detectors.hog import HogPersonDetector
@@ -57,24 +57,13 @@ def load_truth() -> dict[int, list[dict]]:
 
 def detect(indices: list[int]) -> tuple[dict, float]:
     """hog-person's boxes on the frames at `indices` (decoded sequentially) and its ms per frame."""
-    if not VIDEO.is_file():
-        raise SystemExit(f"{VIDEO} not found: install the Debian package opencv-doc")
     detector = HogPersonDetector()
-    cap = cv2.VideoCapture(str(VIDEO))
-    wanted, out, i, elapsed = set(indices), {}, 0, 0.0
-    try:
-        while len(out) < len(wanted):
-            ok, frame = cap.read()
-            if not ok:
-                raise SystemExit(f"{VIDEO} ended before frame {max(wanted)}")
-            if i in wanted:
-                t = time.perf_counter()
-                out[i] = detector.detect(frame)
-                elapsed += time.perf_counter() - t
-            i += 1
-    finally:
-        cap.release()
-    return out, 1000.0 * elapsed / len(wanted)
+    out, elapsed = {}, 0.0
+    for i, frame in read_frames(indices).items():
+        t = time.perf_counter()
+        out[i] = detector.detect(frame)
+        elapsed += time.perf_counter() - t
+    return out, 1000.0 * elapsed / len(indices)
 
 
 def track(settings: TrackerSettings, detections: dict, truth: dict) -> tuple[dict, float]:

@@ -53,6 +53,26 @@ def video_frames(name: str, n: int, size: tuple[int, int] | None = None) -> list
     return frames
 
 
+def frames_at(name: str, indices) -> dict[int, np.ndarray]:
+    """Frames of sample video `name` at `indices` (counted from 0, decoded sequentially: exact frame
+    numbers, no seeking), by index."""
+    cap = cv2.VideoCapture(str(sample(name)))
+    if not cap.isOpened():
+        raise AssertionError(f"OpenCV cannot open {name}")
+    wanted, out, i = set(indices), {}, 0
+    try:
+        while len(out) < len(wanted):
+            ok, image = cap.read()
+            if not ok:
+                raise AssertionError(f"{name} ended before frame {max(wanted)}")
+            if i in wanted:
+                out[i] = image
+            i += 1
+    finally:
+        cap.release()
+    return out
+
+
 def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     """`image` encoded as JPEG bytes with OpenCV."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])

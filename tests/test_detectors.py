@@ -6,11 +6,11 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from media import frames_at
 
 from visionlake.detectors import Detector, list_detectors, load_detector, parse_params
 from visionlake.detectors.haar import HaarFaceDetector
@@ -18,7 +18,6 @@ from visionlake.detectors.hog import HogPersonDetector
 from visionlake.errors import InputError, MissingDependency, UnknownDetector, VisionlakeError
 from visionlake.types import Detections
 
-MEDIA_DIRS = [Path("/usr/share/doc/opencv-doc/examples/data")]
 ALL = ["haar-face", "hog-person", "yuface"]
 
 # Frames checked by eye and by all three detectors: one clear face (Megamind), walking people (vtest).
@@ -26,40 +25,14 @@ FACE_FRAMES = [15, 45, 90, 210]
 PERSON_FRAMES = [50, 75, 200, 225]
 
 
-def media(name: str) -> Path:
-    """Path of a sample file from opencv-doc; skip only when it truly is not there."""
-    for folder in MEDIA_DIRS:
-        path = folder / name
-        if path.is_file():
-            return path
-    pytest.skip(f"{name} not found in {', '.join(map(str, MEDIA_DIRS))} (apt-get install opencv-doc)")
-
-
-def read_frames(name: str, indices: list[int]) -> dict[int, np.ndarray]:
-    """Decode a video sequentially (exact frame numbers, no seeking) and keep `indices`."""
-    cap = cv2.VideoCapture(str(media(name)))
-    assert cap.isOpened(), name
-    wanted, out, i = set(indices), {}, 0
-    try:
-        while len(out) < len(wanted):
-            ok, frame = cap.read()
-            assert ok, f"{name} ended before frame {max(wanted)}"
-            if i in wanted:
-                out[i] = frame
-            i += 1
-    finally:
-        cap.release()
-    return out
-
-
 @pytest.fixture(scope="module")
 def faces() -> dict[int, np.ndarray]:
-    return read_frames("Megamind.avi", FACE_FRAMES)
+    return frames_at("Megamind.avi", FACE_FRAMES)
 
 
 @pytest.fixture(scope="module")
 def people() -> dict[int, np.ndarray]:
-    return read_frames("vtest.avi", PERSON_FRAMES)
+    return frames_at("vtest.avi", PERSON_FRAMES)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from media import sample
+from media import frames_at
 
 from visionlake.detectors import load_detector
 from visionlake.detectors.evaluate import MatchCounts, match_boxes, xywh_to_xyxy
@@ -33,19 +32,8 @@ OLD_PRECISION, OLD_RECALL = 0.019, 0.010
 def labelled() -> dict[int, tuple[np.ndarray, list[dict]]]:
     """Frame index -> (frame, labelled boxes); frames decoded sequentially (exact numbers, no seeking)."""
     truth = {int(k): v for k, v in json.loads(LABELS.read_text())["frames"].items()}
-    cap = cv2.VideoCapture(str(sample("vtest.avi")))
-    assert cap.isOpened()
-    out, i = {}, 0
-    try:
-        while len(out) < len(truth):
-            ok, frame = cap.read()
-            assert ok, f"vtest.avi ended before frame {max(truth)}"
-            if i in truth:
-                out[i] = (frame, truth[i])
-            i += 1
-    finally:
-        cap.release()
-    return out
+    frames = frames_at("vtest.avi", truth)
+    return {i: (frames[i], boxes) for i, boxes in truth.items()}
 
 
 def test_labels_file_is_consistent():

@@ -76,9 +76,8 @@ class TrackerSettings:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"tracker {self.kind!r} is not one of {', '.join(KINDS)}")
-        for name in ("lost_seconds", "min_iou"):
-            if not 0 < float(getattr(self, name)) < 1e6:
-                raise InputError(f"tracker setting {name} must be positive, got {getattr(self, name)!r}")
+        if not 0 < float(self.lost_seconds) < 1e6:
+            raise InputError(f"tracker setting lost_seconds must be positive, got {self.lost_seconds!r}")
         if not 0 < self.min_iou <= 1:
             raise InputError(f"tracker setting min_iou must be in (0, 1], got {self.min_iou!r}")
         if not isinstance(self.min_frames, int) or not 1 <= self.min_frames <= 100:

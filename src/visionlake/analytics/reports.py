@@ -121,16 +121,20 @@ def version_rule(conn: Connection, flt: ReportFilter) -> list[sa.ColumnElement]:
     return one_version_per_model(conn, flt.model, flt.model_version)
 
 
-def frame_conditions(flt: ReportFilter) -> list[sa.ColumnElement]:
-    """Conditions on `frames`: camera and capture time (the frames(camera, captured_at) index)."""
+def frame_conditions(
+    flt: ReportFilter, captured_at: sa.ColumnElement | None = None
+) -> list[sa.ColumnElement]:
+    """Conditions on `frames`: camera and capture time (the frames(camera, captured_at) index), the
+    time on `captured_at` when given (a count index's own copy of it)."""
     f = S.frames.c
+    ts = f.captured_at if captured_at is None else captured_at
     conds: list[sa.ColumnElement] = []
     if flt.camera is not None:
         conds.append(f.camera == flt.camera)
     if flt.since is not None:
-        conds.append(f.captured_at >= naive_utc(flt.since))
+        conds.append(ts >= naive_utc(flt.since))
     if flt.until is not None:
-        conds.append(f.captured_at < naive_utc(flt.until))
+        conds.append(ts < naive_utc(flt.until))
     return conds
 
 
@@ -452,7 +456,8 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
         if walk and len(models) == per_frame == 1:
             rows = _top_by_index(conn, flt, models[0], limit)
         else:
-            where = [*frame_conditions(flt), *version_rule(conn, flt)]
+            rule = version_rule(conn, flt)
+            where = [*frame_conditions(flt), *rule]
             if flt.label is None:
                 n = sa.func.sum(S.results.c.n_detections)
                 src = _frames_results()
@@ -476,7 +481,9 @@ def top(catalog: Catalog, flt: ReportFilter | None = None, limit: int = 10, *, e
             if few:  # the window's frames from their index first (else SQLite scans every frame)
                 stmt = stmt.where(f.frame_id.in_(sa.select(f.frame_id).where(*frame_conditions(flt))))
             elif walk:
-                stmt = stmt.where(f.frame_id.in_(_top_candidates(conn, flt, stmt, limit, models, per_frame)))
+                stmt = stmt.where(
+                    f.frame_id.in_(_top_candidates(conn, flt, rule, stmt, limit, models, per_frame))
+                )
             rows = conn.execute(stmt).all()
     rows = [(fid, cam, as_datetime(ts), _int(c), uri) for fid, cam, ts, c, uri in rows]
     title = f"Top {limit} frames by detections ({flt.describe()})"
@@ -511,14 +518,19 @@ def _few_frames(conn: Connection, flt: ReportFilter, models: list[str], limit: i
         conds += [t.view == VERSION, t.model_version == flt.model_version]
     else:
         conds.append(t.view == NEWEST)
-    total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(t.frames), 0)).where(*conds)).scalar()
+    window = []
     if flt.camera is not None:
-        conds.append(t.camera == flt.camera)
+        window.append(t.camera == flt.camera)
     if flt.since is not None:
-        conds.append(t.hour >= _floor_hour(naive_utc(flt.since)))
+        window.append(t.hour >= _floor_hour(naive_utc(flt.since)))
     if flt.until is not None:
-        conds.append(t.hour < naive_utc(flt.until))
-    n = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(t.frames), 0)).where(*conds)).scalar()
+        window.append(t.hour < naive_utc(flt.until))
+    total, n = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(t.frames), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*window), t.frames), else_=0)), 0),
+        ).where(*conds)
+    ).one()
     return _int(n) ** 2 <= limit * _int(total)
 
 
@@ -569,13 +581,13 @@ def _top_by_index(conn: Connection, flt: ReportFilter, model: str, limit: int) -
     end of the model's part, the time window checked on the index's own copy of the capture time."""
     f = S.frames.c
     c = _counts_of(flt)
-    conds = [c.model == model, *c.conds, *_walk(conn, flt, model), c.n >= 1]
-    if flt.camera is not None:
-        conds.append(f.camera == flt.camera)
-    if flt.since is not None:
-        conds.append(c.captured_at >= naive_utc(flt.since))
-    if flt.until is not None:
-        conds.append(c.captured_at < naive_utc(flt.until))
+    conds = [
+        c.model == model,
+        *c.conds,
+        *_walk(conn, flt, model),
+        c.n >= 1,
+        *frame_conditions(flt, c.captured_at),
+    ]
     return conn.execute(
         sa.select(c.frame_id, f.camera, c.captured_at, c.n, f.uri)
         .select_from(c.source)
@@ -586,7 +598,13 @@ def _top_by_index(conn: Connection, flt: ReportFilter, model: str, limit: int) -
 
 
 def _top_candidates(
-    conn: Connection, flt: ReportFilter, stmt: sa.Select, limit: int, models: list[str], per_frame: int
+    conn: Connection,
+    flt: ReportFilter,
+    rule: list[sa.ColumnElement],
+    stmt: sa.Select,
+    limit: int,
+    models: list[str],
+    per_frame: int,
 ) -> sa.Select | list[str]:
     """Frames that include the top `limit` by summed counts, from the count index.
 
@@ -614,7 +632,6 @@ def _top_candidates(
     if len(best) < size:  # every result that counts is in the seed
         return seed
     ranked = conn.execute(stmt.where(f.frame_id.in_(seed))).all()
-    rule = version_rule(conn, flt)
     if len(ranked) < limit:  # cannot happen (a frame has at most per_frame results); be safe
         return sa.select(S.results.c.frame_id).where(*rule).correlate(None)
     need = max(1, -(-_int(ranked[-1][3]) // per_frame))
