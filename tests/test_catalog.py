@@ -72,7 +72,18 @@ DESIGN_COLUMNS = {
         "latency_ms",
         "frame_captured_at",
     ],
-    "detections": ["frame_id", "model", "model_version", "label", "score", "x1", "y1", "x2", "y2"],
+    "detections": [
+        "frame_id",
+        "model",
+        "model_version",
+        "label",
+        "score",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "track_id",
+    ],
 }
 
 sqlite_only = pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
@@ -947,9 +958,9 @@ def test_postgres_many_writers_in_random_order_neither_deadlock_nor_duplicate(mo
     attempts: list[int] = []
     real_write = SqlCatalog.write_results
 
-    def counted(self, batch):
+    def counted(self, batch, trackers=()):
         attempts.append(len(batch))
-        return real_write(self, batch)
+        return real_write(self, batch, trackers)
 
     monkeypatch.setattr(SqlCatalog, "write_results", counted)
     cat = open_catalog(postgres_url)

@@ -316,6 +316,35 @@ def _drive_worker(worker, label: str):
         return worker.run()
 
 
+TrackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--track",
+        help="Follow objects across each camera's frames: every box gets a track id and the catalog's "
+        "tracks table a row per object (needs the track extra)",
+    ),
+]
+TrackerOpt = Annotated[str, typer.Option("--tracker", help="With --track: bytetrack or sort")]
+TrackLostOpt = Annotated[
+    float,
+    seconds_option(
+        "With --track: seconds of capture time a track lives on without a matching box", "--track-lost"
+    ),
+]
+
+
+def _tracking(track: bool, tracker: str, lost: float):
+    """The tracker settings of --track (None without it); refuses a missing `trackers` package now
+    rather than at the first frame."""
+    if not track:
+        return None
+    from .tracking import TrackerSettings, require_trackers
+
+    settings = TrackerSettings(kind=tracker, lost_seconds=lost)
+    require_trackers()
+    return settings
+
+
 @app.command()
 def worker(
     ctx: typer.Context,
@@ -359,6 +388,9 @@ def worker(
         ),
     ] = None,
     metrics_host: MetricsHostOpt = "127.0.0.1",
+    track: TrackOpt = False,
+    tracker: TrackerOpt = "bytetrack",
+    track_lost: TrackLostOpt = 2.0,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a detector over the frames topic as a member of a consumer group."""
@@ -366,6 +398,7 @@ def worker(
 
     if start not in ("earliest", "latest"):
         raise InputError(f"--from must be earliest or latest, got {start!r}")
+    tracking = _tracking(track, tracker, track_lost)
     det = _detector(detector, param)
     if processes > 1:
         from .workers import scaling
@@ -390,6 +423,7 @@ def worker(
         args += ["--group", group] if group else []
         args += ["--until-idle"] if until_idle else []
         args += ["--max-frames", str(max_frames)] if max_frames is not None else []
+        args += ["--track", "--tracker", tracker, "--track-lost", str(track_lost)] if track else []
         if metrics_port is not None and metrics_port + processes - 1 > 65535:
             raise InputError(
                 f"--metrics-port {metrics_port} with --processes {processes} goes past port 65535"
@@ -425,6 +459,7 @@ def worker(
         threads=threads,
         max_pixels=max_pixels,
         metrics=metrics,
+        tracking=tracking,
     )
     _run_worker(w, fmt, f"{det.name} {det.model_version}")
 
@@ -455,11 +490,15 @@ def replay(
             "(the archive once retention has dropped records from the log)"
         ),
     ] = "auto",
+    track: TrackOpt = False,
+    tracker: TrackerOpt = "bytetrack",
+    track_lost: TrackLostOpt = 2.0,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Re-run a model version over the history; results sit beside older versions'."""
     from .replay import prepare_replay
 
+    tracking = _tracking(track, tracker, track_lost)
     lake = _state(ctx).lake
     w = prepare_replay(
         lake,
@@ -470,6 +509,7 @@ def replay(
         topic=topic,
         restart=restart,
         source=source,
+        tracking=tracking,
     )
     stats = _drive_worker(w, f"replay {w.model} {w.model_version}")
     from .replay import compare_versions

@@ -1,4 +1,4 @@
-"""`visionlake report` and `visionlake compare`: the attendance story and model-version comparison
+"""`visionlake report`, `visionlake tracks` and `visionlake compare`: the attendance story and model-version comparison
 without SQL. A thin layer over `visionlake.analytics`, imported inside each command so that CLI
 start-up never loads SQLAlchemy, NumPy or matplotlib.
 
@@ -46,6 +46,12 @@ VersionOpt = Annotated[
 SinceOpt = Annotated[datetime | None, time_option("Captured at or after (ISO 8601 or an age like 2h)")]
 UntilOpt = Annotated[datetime | None, time_option("Captured before")]
 LimitOpt = Annotated[int, count_option("How many frames", max=10_000)]
+MinFramesOpt = Annotated[
+    int,
+    count_option(
+        "Only tracks seen in this many frames or more (short ones are mostly noise)", "--min-frames"
+    ),
+]
 PlotOpt = Annotated[
     Path | None, typer.Option("--plot", help="Also draw the report into this .png or .svg file")
 ]
@@ -56,6 +62,7 @@ def register(app: typer.Typer) -> None:
     if any(g.name == "report" for g in app.registered_groups):
         return
     app.add_typer(report_app, name="report")
+    app.command("tracks")(tracks)
     app.command("compare")(compare)
 
 
@@ -166,6 +173,65 @@ def report_latest(
 
     flt = _filter(camera, label, model, model_version, since, until)
     _show(ctx, lambda cat: latest(cat, flt, limit), plot, fmt)
+
+
+@report_app.command("visitors")
+def report_visitors(
+    ctx: typer.Context,
+    camera: CameraOpt = None,
+    label: LabelOpt = None,
+    model: ModelOpt = None,
+    model_version: VersionOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    bucket: Annotated[Bucket, typer.Option("--bucket", help="Time bucket (UTC)")] = Bucket.hour,
+    min_frames: MinFramesOpt = 2,
+    plot: PlotOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Unique visitors per camera: tracks seen in each hour (or minute, day), those that started in it
+    (entries) and their mean dwell time. Needs tracks (`worker --track`).
+
+    A track is one object followed across frames; one that spans two hours is a visitor in both.
+    """
+    from .analytics.tracks import TrackFilter, visitors
+
+    tf = TrackFilter(_filter(camera, label, model, model_version, since, until), min_frames)
+    _show(ctx, lambda cat: visitors(cat, tf, bucket.value), plot, fmt)
+
+
+class TrackOrder(StrEnum):
+    first_seen = "first-seen"
+    dwell = "dwell"
+    frames = "frames"
+
+
+def tracks(
+    ctx: typer.Context,
+    camera: CameraOpt = None,
+    label: LabelOpt = None,
+    model: ModelOpt = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="Only this version [default: each model's newest with tracks]"),
+    ] = None,
+    since: Annotated[datetime | None, time_option("Seen at or after (ISO 8601 or an age like 2h)")] = None,
+    until: Annotated[datetime | None, time_option("Seen before")] = None,
+    min_frames: MinFramesOpt = 2,
+    order: Annotated[
+        TrackOrder, typer.Option("--order", help="Newest first, longest stay first, or most frames first")
+    ] = TrackOrder.first_seen,
+    limit: Annotated[int, count_option("How many tracks", max=100_000)] = 50,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Tracks: objects followed across a camera's frames (`worker --track`), with first and last
+    capture time, dwell seconds, frames and the best frame (`show` it)."""
+    from .analytics.tracks import TrackFilter
+    from .analytics.tracks import tracks as list_tracks
+
+    tf = TrackFilter(_filter(camera, label, model, model_version, since, until), min_frames)
+    rep = list_tracks(existing_lake(ctx).catalog, tf, order=order.value, limit=limit)
+    rows_out(rep.columns, rep.rows, fmt, title=rep.title)
 
 
 def compare(

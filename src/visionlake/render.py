@@ -14,14 +14,18 @@ def _color(name: str) -> tuple[int, int, int]:
 
 
 def draw_detections(image: np.ndarray, detections: list[dict]) -> np.ndarray:
-    """A copy of `image` with each detection's box and "label score (model)" drawn on it."""
+    """A copy of `image` with each detection's box and "label score (model)" drawn on it; a tracked
+    box also shows the last four digits of its track id ("person #0421 0.93 ...")."""
     out = image.copy()
     thick = max(1, round(min(out.shape[:2]) / 300))
     for d in detections:
-        color = _color(f"{d['model']}:{d['label']}")
+        track = d.get("track_id")
+        # a tracked box takes its track's colour, so one object keeps one colour from frame to frame
+        color = _color(f"{d['model']}:{d['label']}" if track is None else f"track:{track}")
         p1, p2 = (int(d["x1"]), int(d["y1"])), (int(d["x2"]), int(d["y2"]))
         cv2.rectangle(out, p1, p2, color, thick)
-        text = f"{d['label']} {d['score']:.2f} ({d['model']} {d['model_version']})"
+        mark = "" if track is None else f" #{int(track) % 10000:04d}"
+        text = f"{d['label']}{mark} {d['score']:.2f} ({d['model']} {d['model_version']})"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
         y = max(p1[1], th + base)
         cv2.rectangle(out, (p1[0], y - th - base), (p1[0] + tw, y), color, -1)

@@ -17,6 +17,7 @@ from .detectors.base import Detector
 from .errors import InputError, UnknownTopic
 from .lake import FRAMES_TOPIC, Lake
 from .timeutil import parse_time
+from .tracking import TrackerSettings
 from .workers.archive_reader import ArchiveReader
 from .workers.worker import Worker
 
@@ -37,6 +38,7 @@ def prepare_replay(
     topic: str = FRAMES_TOPIC,
     restart: bool = False,
     source: str = "auto",
+    tracking: TrackerSettings | None = None,
 ) -> Worker:
     """A worker that replays frames captured from `start` to `end` from `source`, then stops."""
     if source not in SOURCES:
@@ -47,7 +49,7 @@ def prepare_replay(
     until = parse_time(end, "--to") if end else None
     if source == "auto":
         source = choose_source(lake, group, topic, restart)
-    common = dict(group=group, topic=topic, until_idle=True, version=version)
+    common = dict(group=group, topic=topic, until_idle=True, version=version, tracking=tracking)
     if source == "archive":  # a finished archive replay has nothing more coming: stop soon
         reader = ArchiveReader(lake.catalog, group, since=since, until=until, restart=restart)
         return Worker(lake, detector, idle_timeout=0.2, source=reader, **common)

@@ -31,7 +31,7 @@ import numpy as np
 from .errors import InputError, VisionlakeError
 from .types import Detections
 
-__all__ = ["KINDS", "CameraTracker", "TrackerSettings", "TrackingUnavailable", "track_id"]
+__all__ = ["KINDS", "CameraTracker", "TrackerSettings", "TrackingUnavailable", "require_trackers", "track_id"]
 
 #: Tracker kinds: visionlake name -> the `trackers` class.
 KINDS = {"bytetrack": "ByteTrackTracker", "sort": "SORTTracker"}
@@ -52,6 +52,15 @@ class TrackingUnavailable(VisionlakeError):
 
     def __init__(self, module: str) -> None:
         super().__init__(f"tracking needs the package {module!r}, which is not installed: {INSTALL_HINT}")
+
+
+def require_trackers() -> None:
+    """Raise TrackingUnavailable, with the install hint, unless the tracker packages import."""
+    try:
+        import supervision  # noqa: F401
+        import trackers  # noqa: F401
+    except ImportError as e:
+        raise TrackingUnavailable(e.name or "trackers") from None
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,15 @@ class RecordMetadata:
 class Detections:
     """Detections in one image as parallel numpy arrays (N boxes).
 
-    xyxy: float32 (N, 4) pixel boxes x1, y1, x2, y2; score: float32 (N,); label: object (N,) of str.
-    Validated on construction so a detector plugin cannot hand the writer ragged data.
+    xyxy: float32 (N, 4) pixel boxes x1, y1, x2, y2; score: float32 (N,); label: object (N,) of str;
+    track_id: int64 (N,) of track ids (-1: the box belongs to no track), or None when nothing tracked
+    these boxes. Validated on construction so a detector plugin cannot hand the writer ragged data.
     """
 
     xyxy: np.ndarray
     score: np.ndarray
     label: np.ndarray
+    track_id: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -62,6 +64,21 @@ class Detections:
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "score", score)
         object.__setattr__(self, "label", label)
+        if self.track_id is not None:
+            ids = np.asarray(self.track_id, dtype=np.int64).reshape(-1)
+            if len(ids) != len(score):
+                raise ValueError(f"Detections has {len(score)} boxes but {len(ids)} track ids")
+            object.__setattr__(self, "track_id", ids)
+
+    def with_tracks(self, track_id: np.ndarray) -> Detections:
+        """The same boxes with track ids (-1 for a box on no track)."""
+        return Detections(self.xyxy, self.score, self.label, track_id)
+
+    def track_of(self, i: int) -> int | None:
+        """Box `i`'s track id, or None."""
+        if self.track_id is None or self.track_id[i] < 0:
+            return None
+        return int(self.track_id[i])
 
     @classmethod
     def empty(cls) -> Detections:
@@ -79,8 +96,8 @@ class Detections:
         return len(self.score)
 
     def to_list(self) -> list[dict]:
-        """JSON-ready list of {label, score, box: [x1, y1, x2, y2]}."""
-        return [
+        """JSON-ready list of {label, score, box: [x1, y1, x2, y2]}, and track_id where tracked."""
+        out = [
             {
                 "label": str(lab),
                 "score": round(float(s), 4),
@@ -88,13 +105,22 @@ class Detections:
             }
             for box, s, lab in zip(self.xyxy, self.score, self.label, strict=True)
         ]
+        for i, item in enumerate(out):
+            tid = self.track_of(i)
+            if tid is not None:
+                item["track_id"] = tid
+        return out
 
     @classmethod
     def from_list(cls, items: Sequence[dict]) -> Detections:
         if not items:
             return cls.empty()
+        tracked = any(d.get("track_id") is not None for d in items)
         return cls(
             np.array([d["box"] for d in items], np.float32),
             np.array([d["score"] for d in items], np.float32),
             np.array([d["label"] for d in items], dtype=object),
+            np.array([-1 if d.get("track_id") is None else d["track_id"] for d in items], np.int64)
+            if tracked
+            else None,
         )

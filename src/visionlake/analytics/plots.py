@@ -51,7 +51,9 @@ def plot_report(result: Report, path: str | Path) -> Path:
     fmt = plot_format(path)
     fig = _figure()
     ax = fig.add_subplot()
-    draw = {"counts": _counts, "hours": _hours, "top": _frames, "latest": _frames}.get(result.kind)
+    draw = {"counts": _counts, "hours": _hours, "top": _frames, "latest": _frames, "visitors": _visitors}.get(
+        result.kind
+    )
     if draw is None:
         raise InputError(f"cannot plot a report of kind {result.kind!r}")
     title = result.title
@@ -117,6 +119,35 @@ def _counts(ax: Any, rep: Report) -> str | None:
     if len(ranked) > len(shown):
         return f"{rep.title} - {len(shown)} largest of {len(ranked)} groups"
     return None
+
+
+def _visitors(ax: Any, rep: Report) -> None:
+    """Visitors over time, one line per camera and label (0 between buckets with visitors)."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.ticker import MaxNLocator
+
+    step = _STEPS.get(rep.bucket or "", timedelta(hours=1))
+    lines: dict[tuple, dict] = defaultdict(dict)
+    for bucket, camera, label, n, *_ in rep.rows:
+        lines[(camera, label)][bucket] = n
+    times = sorted({row[0] for row in rep.rows})
+    span = []
+    t = times[0]
+    while t <= times[-1] and len(span) < 10_000:
+        span.append(t)
+        t += step
+    for (camera, label), per in sorted(lines.items(), key=lambda kv: -sum(kv[1].values()))[:MAX_LINES]:
+        ax.plot(span, [per.get(t, 0) for t in span], marker="o", markersize=3, label=f"{camera} / {label}")
+    ax.set_xlim(times[0] - step, times[-1] + step)
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_xlabel(f"{rep.bucket} (UTC)")
+    ax.set_ylabel("visitors (tracks seen)")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", title="camera / label")
 
 
 def _hours(ax: Any, rep: Report) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Catalog, FrameResult, QueryResult, SearchFilter
+from .base import Catalog, FrameResult, QueryResult, SearchFilter, TrackerState
 
-__all__ = ["Catalog", "FrameResult", "QueryResult", "SearchFilter", "open_catalog"]
+__all__ = ["Catalog", "FrameResult", "QueryResult", "SearchFilter", "TrackerState", "open_catalog"]
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 

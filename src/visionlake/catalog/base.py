@@ -32,6 +32,7 @@ from ..frames import FrameMeta
 from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..types import Detections
 from . import schema as S
+from .tracks import tracks_before, update_tracks
 from .versions import one_version_per_model, rebuild_rollup, update_rollup
 
 #: The fewest characters of a frame id taken as a prefix (`show 4ac3`).
@@ -69,6 +70,18 @@ class FrameResult:
     detections: Detections
     latency_ms: float
     processed_at: datetime
+
+
+@dataclass(frozen=True)
+class TrackerState:
+    """A camera's tracker for one model version, as saved with the results it produced."""
+
+    camera: str
+    model: str
+    model_version: str
+    state: bytes
+    last_frame_id: str
+    last_captured_at: datetime
 
 
 @dataclass(frozen=True)
@@ -161,8 +174,13 @@ class Catalog(abc.ABC):
         """Record a model version; ModelVersionConflict if it exists with other parameters."""
 
     @abc.abstractmethod
-    def write_results(self, batch: Sequence[FrameResult]) -> None:
-        """Write frames, results and detections of a batch in one transaction, idempotently."""
+    def write_results(self, batch: Sequence[FrameResult], trackers: Sequence[TrackerState] = ()) -> None:
+        """Write frames, results and detections of a batch in one transaction, idempotently, with the
+        tracks their boxes are on and the states of the trackers that produced them."""
+
+    @abc.abstractmethod
+    def tracker_states(self, model: str, version: str, cameras: Iterable[str]) -> dict[str, TrackerState]:
+        """The tracker states saved for a model version, by camera, of those cameras that have one."""
 
     @abc.abstractmethod
     def existing_results(self, frame_ids: Iterable[str], model: str, version: str) -> dict[str, Detections]:
@@ -323,7 +341,7 @@ class SqlCatalog(Catalog):
                 f"not {text}; choose another --version"
             )
 
-    def write_results(self, batch: Sequence[FrameResult]) -> None:
+    def write_results(self, batch: Sequence[FrameResult], trackers: Sequence[TrackerState] = ()) -> None:
         if not batch:
             return
         frame_rows = {
@@ -365,9 +383,12 @@ class SqlCatalog(Catalog):
                 y1=float(b[1]),
                 x2=float(b[2]),
                 y2=float(b[3]),
+                track_id=r.detections.track_of(i),
             )
             for (fid, m, v), r in {(r.meta.frame_id, r.model, r.model_version): r for r in batch}.items()
-            for b, s, lab in zip(r.detections.xyxy, r.detections.score, r.detections.label, strict=True)
+            for i, (b, s, lab) in enumerate(
+                zip(r.detections.xyxy, r.detections.score, r.detections.label, strict=True)
+            )
         ]  # a frame twice in one batch (re-delivered) keeps its last set of detections only
         ins_result = self._insert(S.results)
         with self.engine.begin() as conn:
@@ -394,6 +415,7 @@ class SqlCatalog(Catalog):
                 ),
                 list(result_rows.values()),
             )
+            before = tracks_before(conn, list(result_rows))  # the tracks of the boxes about to go
             keys = [{"k_frame": f, "k_model": m, "k_version": v} for f, m, v in result_rows]
             conn.execute(_DELETE_DETECTIONS, keys)  # one prepared DELETE, executed for every key
             conn.execute(_DELETE_LABELS, keys)
@@ -414,6 +436,54 @@ class SqlCatalog(Catalog):
                         for label, n in sorted(per_label.items())
                     ],
                 )
+            if before or any(row["track_id"] is not None for row in det_rows):
+                where = {
+                    fid: stored.get(fid, (row["camera"], row["captured_at"]))
+                    for fid, row in frame_rows.items()
+                }
+                update_tracks(conn, self._insert, before, det_rows, where)
+            if trackers:
+                self._save_trackers(conn, trackers)
+
+    def _save_trackers(self, conn: Connection, trackers: Sequence[TrackerState]) -> None:
+        ins = self._insert(S.tracker_states)
+        now = naive_utc(datetime.now(UTC))
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["camera", "model", "model_version"],
+                set_={
+                    k: ins.excluded[k] for k in ("state", "last_frame_id", "last_captured_at", "updated_at")
+                },
+            ),
+            [
+                dict(
+                    camera=t.camera,
+                    model=t.model,
+                    model_version=t.model_version,
+                    state=t.state,
+                    last_frame_id=t.last_frame_id,
+                    last_captured_at=naive_utc(t.last_captured_at),
+                    updated_at=now,
+                )
+                for t in {(t.camera, t.model, t.model_version): t for t in trackers}.values()
+            ],
+        )
+
+    def tracker_states(self, model: str, version: str, cameras: Iterable[str]) -> dict[str, TrackerState]:
+        t = S.tracker_states.c
+        wanted = sorted(set(cameras))
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.camera, t.state, t.last_frame_id, t.last_captured_at).where(
+                    t.model == model, t.model_version == version, t.camera.in_(wanted)
+                )
+            ).all()
+        return {
+            cam: TrackerState(cam, model, version, bytes(state), last, at.replace(tzinfo=UTC))
+            for cam, state, last, at in rows
+        }
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -435,12 +505,17 @@ class SqlCatalog(Catalog):
                 return {}
             found: dict[str, list[dict]] = {fid: [] for fid in done}
             for row in conn.execute(
-                sa.select(d.frame_id, d.label, d.score, d.x1, d.y1, d.x2, d.y2).where(
+                sa.select(d.frame_id, d.label, d.score, d.x1, d.y1, d.x2, d.y2, d.track_id).where(
                     d.frame_id.in_(done), d.model == model, d.model_version == version
                 )
             ):
                 found[row.frame_id].append(
-                    {"label": row.label, "score": row.score, "box": [row.x1, row.y1, row.x2, row.y2]}
+                    {
+                        "label": row.label,
+                        "score": row.score,
+                        "box": [row.x1, row.y1, row.x2, row.y2],
+                        "track_id": row.track_id,
+                    }
                 )
         return {fid: Detections.from_list(items) for fid, items in found.items()}
 

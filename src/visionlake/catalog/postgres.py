@@ -92,7 +92,7 @@ from ..errors import (
 )
 from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..redact import redact_url
-from .base import ByteBudget, FrameResult, QueryResult, SqlCatalog, check_query_limits
+from .base import ByteBudget, FrameResult, QueryResult, SqlCatalog, TrackerState, check_query_limits
 
 #: URL schemes accepted for this backend
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -297,11 +297,11 @@ class PostgresCatalog(SqlCatalog):
     def _lock_for_migration(self, conn: Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
 
-    def write_results(self, batch: Sequence[FrameResult]) -> None:
+    def write_results(self, batch: Sequence[FrameResult], trackers: Sequence[TrackerState] = ()) -> None:
         ordered = sorted(batch, key=lambda r: (r.meta.frame_id, r.model, r.model_version))
         for attempt in range(1, 4):
             try:
-                return super().write_results(ordered)
+                return super().write_results(ordered, trackers)
             except sa.exc.DBAPIError as e:
                 state = getattr(e.orig, "sqlstate", None)
                 if state not in _RETRY_SQLSTATES or attempt == 3:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -88,8 +89,16 @@ detections = Table(
     Column("y1", Float, nullable=False),
     Column("x2", Float, nullable=False),
     Column("y2", Float, nullable=False),
+    # schema 6: the track the box belongs to (`worker --track`); NULL when untracked
+    Column("track_id", BigInteger),
     Index("detections_frame", "frame_id", "model", "model_version"),
     Index("detections_label", "label"),
+    Index(
+        "detections_track",
+        "track_id",
+        sqlite_where=text("track_id IS NOT NULL"),
+        postgresql_where=text("track_id IS NOT NULL"),
+    ),
 )
 
 #: Schema 5: the boxes of each label per result, kept by `write_results` with the detections, so the
@@ -105,6 +114,45 @@ result_labels = Table(
     Column("frame_captured_at", DateTime, nullable=False),  # a copy of frames.captured_at
     PrimaryKeyConstraint("frame_id", "model", "model_version", "label"),
     Index("result_labels_top", "model", "label", "n_detections", "frame_captured_at", "frame_id"),
+)
+
+#: Schema 6: one row per track (an object followed across a camera's frames by `worker --track`),
+#: kept by `write_results` from the detections it writes, in the same transaction.
+tracks = Table(
+    "tracks",
+    metadata,
+    Column("track_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("camera", String(128), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("first_seen", DateTime, nullable=False),  # capture time of its first and last frame
+    Column("last_seen", DateTime, nullable=False),
+    Column("frames", Integer, nullable=False),  # frames with a box of the track
+    Column("best_frame_id", String(64), nullable=False),  # the frame of its highest-scoring box
+    Column("best_score", Float, nullable=False),
+    Column("best_x1", Float, nullable=False),
+    Column("best_y1", Float, nullable=False),
+    Column("best_x2", Float, nullable=False),
+    Column("best_y2", Float, nullable=False),
+    Index("tracks_camera_time", "camera", "first_seen"),
+    Index("tracks_model_time", "model", "model_version", "first_seen"),
+)
+
+#: Schema 6: each camera's tracker for one model version, saved with the results it produced (in
+#: their transaction), so a restarted worker, or the next owner of the camera's partition, continues
+#: the same tracks.
+tracker_states = Table(
+    "tracker_states",
+    metadata,
+    Column("camera", String(128), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("last_frame_id", String(64), nullable=False),
+    Column("last_captured_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("camera", "model", "model_version"),
 )
 
 replay_cursors = Table(
@@ -152,6 +200,8 @@ USER_TABLES = (
     "replay_cursors",
     "rollup_hours",
     "result_labels",
+    "tracks",
+    "tracker_states",
 )
 
 
@@ -205,5 +255,18 @@ def _v5(conn: Connection) -> None:
     )
 
 
+def _v6(conn: Connection) -> None:
+    """detections.track_id (NULL for every stored box: nothing was tracked before) with a partial
+    index, the tracks table and the tracker states."""
+    if "track_id" not in {c["name"] for c in inspect(conn).get_columns("detections")}:  # v1 made it?
+        kind = BigInteger().compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE detections ADD COLUMN track_id {kind}"))
+    for index in detections.indexes:
+        if index.name == "detections_track":
+            index.create(conn, checkfirst=True)
+    tracks.create(conn, checkfirst=True)
+    tracker_states.create(conn, checkfirst=True)
+
+
 #: version -> migration producing it from version - 1; append, never edit a released one.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}

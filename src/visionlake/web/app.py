@@ -48,7 +48,7 @@ from .auth import COOKIE, TokenMiddleware, safe_next, session_value, token_match
 from .images import Images
 
 HERE = Path(__file__).parent
-REPORT_KINDS = ("counts", "hours", "top", "latest")
+REPORT_KINDS = ("counts", "hours", "top", "latest", "visitors", "tracks")
 LIVE_POLL_S = 0.5
 SQL_MAX_ROWS = 10_000
 SQL_TIMEOUT_S = 10.0
@@ -293,6 +293,21 @@ def create_app(lake: Lake, token: str | None = None) -> FastAPI:
         # a frame id names one image for ever (the archive refuses other bytes under its key)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
+    @app.get("/track/{name}")
+    def track_image(name: str, w: int = 160) -> Response:
+        """The best look at a track: its highest-scoring box, cut out of its frame."""
+        from ..analytics.tracks import track
+
+        digits = name.removesuffix(".jpg")
+        if not name.endswith(".jpg") or not digits.isdigit() or len(digits) > 19:
+            raise UnknownFrame("track image URLs are /track/<track id>.jpg")
+        row = track(catalog(), int(digits))
+        if row is None:
+            raise UnknownFrame(f"no track {digits} in the catalog")
+        box = (row["best_x1"], row["best_y1"], row["best_x2"], row["best_y2"])
+        data = images.crop(row["best_frame_id"], box, w)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
+
     @app.get("/image/{name}")
     def image(
         name: str,
@@ -322,6 +337,13 @@ def create_app(lake: Lake, token: str | None = None) -> FastAPI:
         if kind == "hours":
             return R.hours(cat, flt)
         limit = _int(p.get("limit"), 10, "limit", 1, 1000)
+        if kind in ("visitors", "tracks"):
+            from ..analytics import tracks as T
+
+            tf = T.TrackFilter(flt, _int(p.get("min_frames"), 2, "min_frames", 1, 1_000_000))
+            if kind == "visitors":
+                return T.visitors(cat, tf, p.get("bucket") or "hour")
+            return T.tracks(cat, tf, order="dwell", limit=limit)
         return (R.top if kind == "top" else R.latest)(cat, flt, limit)
 
     @app.get("/api/reports/{kind}")

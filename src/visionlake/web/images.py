@@ -127,3 +127,26 @@ class Images:
         if width is not None and width < w:
             image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
         return encode_jpeg(image, 90)
+
+    def crop(self, frame_id: str, box: tuple[float, float, float, float], width: int) -> bytes:
+        """The part of a frame around `box` (x1, y1, x2, y2, with a quarter of its size as margin),
+        `width` pixels wide at most: a track's best look, in the gallery of tracks."""
+        check_width(width)
+        key = ("crop", frame_id, tuple(round(v, 1) for v in box), width)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        _, data = self._original(frame_id)
+        image = decode_image(data)
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = box
+        mx, my = (x2 - x1) / 4, (y2 - y1) / 4
+        left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
+        right, bottom = min(w, int(x2 + mx + 1)), min(h, int(y2 + my + 1))
+        part = image[top:bottom, left:right] if right > left and bottom > top else image
+        ph, pw = part.shape[:2]
+        if width < pw:
+            part = cv2.resize(part, (width, max(1, round(ph * width / pw))), interpolation=cv2.INTER_AREA)
+        out = encode_jpeg(part, THUMB_QUALITY)
+        self.cache.put(key, out)
+        return out

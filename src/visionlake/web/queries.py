@@ -250,6 +250,7 @@ def frame_detail(catalog: Catalog, text: str) -> dict[str, Any]:
                         "label": x["label"],
                         "score": round(float(x["score"]), 4),
                         "box": [round(float(x[k]), 1) for k in ("x1", "y1", "x2", "y2")],
+                        "track_id": x.get("track_id"),
                     }
                     for x in dets
                 ],

@@ -6,6 +6,10 @@ the offsets after a contiguous run of finished records. Every write is idempoten
 at any point loses no frame and counts none twice: the records after the last commit are processed
 again (their stored results are reused, not recomputed).
 
+With tracking on (`tracking=TrackerSettings(...)`, `worker --track`), each camera's boxes go through
+its tracker in capture order between detection and persistence, and the tracker's state is written in
+the same catalog transaction as the results it produced (`tracks.BatchTracker`).
+
 A record that cannot be a frame (empty, undecodable, oversized, absurd dimensions, other content under
 a stored frame id) or that makes the detector fail goes to the dead-letter topic with its reason; the
 worker keeps going.
@@ -25,7 +29,7 @@ from datetime import UTC, datetime
 
 import cv2
 
-from ..catalog import FrameResult
+from ..catalog import FrameResult, TrackerState
 from ..detectors.base import Detector
 from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError, VisionlakeError
 from ..frames import FrameMeta, check_dimensions, decode_image, image_format, iso, meta_from_record
@@ -33,9 +37,11 @@ from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
 from ..limits import DEFAULT_MAX_PIXELS
 from ..log.base import Consumer, OffsetReset
 from ..metrics import NO_WORKER_METRICS, Metrics
+from ..tracking import TrackerSettings
 from ..types import Detections, Record
 from .archive_reader import ArchiveReader
 from .checkpoint import Checkpoint
+from .tracks import BatchTracker
 
 log = logging.getLogger("visionlake.worker")
 
@@ -87,6 +93,7 @@ class _Result:
     key: str  # archive key, checked before detection
     detections: Detections
     latency_ms: float
+    reused: bool = False  # the detections were stored already (a re-delivered frame)
 
 
 @dataclass
@@ -96,6 +103,7 @@ class _Batch:
     finished: list[Record] = field(default_factory=list)  # committable once persisted and published
     rows: list[FrameResult] = field(default_factory=list)
     committed_at: float = 0.0  # time.time() when the catalog transaction of `rows` committed
+    trackers: list[TrackerState] = field(default_factory=list)  # saved with `rows`
 
 
 class Worker:
@@ -123,6 +131,7 @@ class Worker:
         source: Consumer | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         metrics: Metrics | None = None,
+        tracking: TrackerSettings | None = None,
     ) -> None:
         self.lake = lake
         self.detector = detector
@@ -154,6 +163,11 @@ class Worker:
             else NO_WORKER_METRICS
         )
         self._backend = "log"  # the backend the batch in hand is using: what an outage is counted on
+        self.tracker = (
+            BatchTracker(lake.catalog, self.model, self.model_version, tracking)
+            if tracking is not None
+            else None
+        )
 
     def stop(self, *_args: object) -> None:
         """Ask the worker to finish the frame in hand, commit and return (signal-handler safe)."""
@@ -270,6 +284,12 @@ class Worker:
         """One batch in the only safe order: process, persist, publish, then commit what is durable."""
         self.checkpoint.track(records)
         batch = self._process(records)
+        if self.tracker is not None:
+            tracked, batch.trackers = self.tracker.track(
+                [(r.meta, r.detections, r.reused) for r in batch.results]
+            )
+            for res, dets in zip(batch.results, tracked, strict=True):
+                res.detections = dets
         self._persist(batch)
         self._publish(batch, producer)
         for r in batch.finished:
@@ -349,7 +369,7 @@ class Worker:
             raise FrameError(str(e)) from None
         if stored is not None:
             dets = stored
-            self.stats.reused += 1
+            self.stats.reused += 1  # counted once: a retried batch reads its stored results again
         else:
             try:
                 dets = self.detector.detect(image)
@@ -359,7 +379,9 @@ class Worker:
         del image
         hashes[meta.frame_id] = sha
         kept = b"" if meta.ref else data  # a claim-checked image is archived already: hold no copy
-        return _Result(r, meta, kept, len(data), sha, key, dets, (time.perf_counter() - t0) * 1000)
+        return _Result(
+            r, meta, kept, len(data), sha, key, dets, (time.perf_counter() - t0) * 1000, stored is not None
+        )
 
     def _persist(self, batch: _Batch) -> None:
         """Archive objects first, then every catalog row of the batch in one transaction."""
@@ -389,7 +411,7 @@ class Worker:
                 )
             )
         self._backend = "catalog"
-        self.lake.catalog.write_results(rows)
+        self.lake.catalog.write_results(rows, batch.trackers)
         batch.committed_at = time.time()
         batch.rows = rows
 
