@@ -38,6 +38,7 @@ from visionlake.ingest.sources import VideoFileSource  # noqa: E402
 from visionlake.lake import Lake  # noqa: E402
 from visionlake.replay import prepare_replay  # noqa: E402
 from visionlake.web.app import create_app  # noqa: E402
+from visionlake.tracking import TrackerSettings  # noqa: E402
 from visionlake.workers.worker import Worker  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,7 +56,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def lake_root(tmp_path_factory) -> Path:
     """Two cameras: 20 Megamind frames an hour ago, 6 more as camera 'hall' three hours ago; haar-face
-    version 1 by a worker, version 2 (min_neighbors=2: more faces, true and false) by a replay."""
+    version 1 by a tracking worker, version 2 (min_neighbors=2: more faces, true and false) by a replay."""
     root = tmp_path_factory.mktemp("web") / "lake"
     with Lake(lake=root) as lk:
         start = datetime.now(UTC) - timedelta(hours=1)
@@ -64,7 +65,9 @@ def lake_root(tmp_path_factory) -> Path:
         assert ingest(lk, islice(src, N_MEGAMIND), "megamind").frames == N_MEGAMIND
         src = VideoFileSource(video, fps=1, resize=(320, 240), start_time=start - timedelta(hours=2))
         assert ingest(lk, islice(src, N_HALL), "hall").frames == N_HALL
-        v1 = Worker(lk, load_detector("haar-face"), until_idle=True, idle_timeout=0.3).run()
+        v1 = Worker(
+            lk, load_detector("haar-face"), until_idle=True, idle_timeout=0.3, tracking=TrackerSettings()
+        ).run()
         assert v1.processed == N_MEGAMIND + N_HALL and v1.detections > 0
         v2 = prepare_replay(lk, load_detector("haar-face", {"min_neighbors": "2"}), version="2").run()
         assert v2.processed == N_MEGAMIND + N_HALL and v2.detections > v1.detections
@@ -318,10 +321,25 @@ def test_reports_page_charts_and_csv(server, tab):
     page = tab.open(server.url + "/reports?bucket=minute&by=camera&limit=5")
     tab.images_loaded()
     widths = page.eval_on_selector_all("img.chart", "els => els.map(e => e.naturalWidth)")
-    assert widths == [1000] * 4
+    assert widths == [1000] * 5  # counts, visitors, hours, top, latest
     assert page.locator("#report-top a.thumb").count() == 5
     assert page.locator("#report-latest a.thumb").count() == 5
+    # the longest stays: each a crop of the track's best box, linking to its frame
+    crops = page.eval_on_selector_all("#report-tracks a.thumb img", "els => els.map(e => e.naturalWidth)")
+    assert crops and all(0 < w <= 160 for w in crops)
     tab.shot("reports")
+    tracks = httpx.get(server.url + "/api/reports/tracks").json()
+    tid, fid = tracks["rows"][0][0], tracks["rows"][0][9]
+    crop = httpx.get(f"{server.url}/track/{tid}.jpg", params={"w": 64})
+    img = cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR)
+    assert crop.status_code == 200 and img.shape[1] <= 64
+    assert httpx.get(f"{server.url}/track/12345.jpg").status_code == 404
+    assert httpx.get(f"{server.url}/track/../../etc.jpg").status_code == 404
+    frame = tab.open(f"{server.url}/frames/{fid}")
+    assert str(tid) in frame.inner_text("section.version[data-version='1'] table")
+    visitors = httpx.get(server.url + "/reports/visitors.csv", params={"bucket": "hour"})
+    assert visitors.text.splitlines()[0] == "hour,camera,label,visitors,entries,mean_dwell_s"
+    assert {line.split(",")[1] for line in visitors.text.splitlines()[1:]} <= {"megamind", "hall"}
     csv = httpx.get(server.url + "/reports/counts.csv", params={"bucket": "hour"})
     assert csv.status_code == 200 and csv.text.splitlines()[0] == "hour,camera,frames,detections"
     png = httpx.get(server.url + "/reports/hours.png", params={"camera": "hall"})
