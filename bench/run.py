@@ -40,8 +40,10 @@ BENCHMARKS = {
     "accuracy": "batch_accuracy",
     "hog": "hog_accuracy",
     "tracking": "tracking_accuracy",
+    "worker-tracking": "worker_tracking",
     "metrics": "worker_metrics",
     "reports": "reports",
+    "faces": "face_identity",
 }
 ALIASES = {**{v: k for k, v in BENCHMARKS.items()}, **{k: k for k in BENCHMARKS}}
 

