@@ -155,6 +155,11 @@ PLACEHOLDERS = {
 FMNIST_LIMIT = "--limit 60"  # images per split: the whole chain in seconds instead of minutes
 BENCH_SLOW = "bench/run.py runs for minutes here; its entry point runs for real in `--quick --only log` (docs/benchmarks.md), and the benchmark names are checked against bench/run.py"
 
+FACES_DLIB = (
+    "needs face photos and dlib (about 100 ms a face): the test named enrols two people from Megamind "
+    "frames and runs these commands"
+)
+
 #: Lines run in another form or not run, keyed by (document, command as written, comments dropped).
 LINES: dict[tuple[str, str], Run | Skip] = {
     # README.md
@@ -265,6 +270,34 @@ LINES: dict[tuple[str, str], Run | Skip] = {
         "visionlake report counts --label face --bucket hour",
         "a lake to report on first: clip.mp4 (faces) as camera lobby, processed by a face worker",
         r"lobby\s+\d+\s+[1-9]",
+    ),
+    # docs/faces.md: dlib at 100 ms a face; the test named runs these commands on Megamind's faces
+    ("docs/faces.md", "visionlake faces enroll roxanne roxanne-1.jpg roxanne-2.jpg"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake worker --detector face-id --until-idle"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake search --model face-id --label roxanne --since 1d"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake faces who FRAME_ID"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake faces cluster --since 1d"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake faces name 0 bernard"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake faces similar FRAME_ID --face 0 --limit 10"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake faces remove bernard"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    ("docs/faces.md", "visionlake faces forget --forget-after 30d"): Skip(
+        FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
     ),
     # docs/benchmarks.md
     ("docs/benchmarks.md", ".venv/bin/python bench/run.py --quick"): Skip(BENCH_SLOW + " (about 2-3 min)"),

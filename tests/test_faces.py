@@ -196,7 +196,9 @@ def test_enrol_a_photo_then_the_face_id_detector_names_the_person(tmp_path, mega
     for index, name in ((205, "bernard"), (249, "bernard"), (185, "roxanne")):
         found = detector.detect(megamind_frames[index])
         assert name in list(found.label), (index, found.to_list())
-        assert all(d <= THRESHOLD for d, lab in zip(found.score, found.label, strict=True) if lab != UNKNOWN)
+        assert found.embedding.shape == (len(found), 128)
+        ids = detector.identify(megamind_frames[index])
+        assert all(d <= THRESHOLD for d, lab in zip(ids.distance, ids.name, strict=True) if lab != UNKNOWN)
     ids = detector.identify(megamind_frames[5])
     assert ids.embedding.shape == (len(ids), 128)
     copy = pickle.loads(pickle.dumps(detector))  # the gallery travels with the detector

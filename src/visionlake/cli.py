@@ -37,6 +37,7 @@ from .cli_common import (
     time_option,
 )
 from .cli_common import progress_bar as _progress
+from .cli_faces import register as register_faces
 from .cli_web import register as register_web
 from .errors import InputError, SourceUnreachable, UnknownFrame, VisionlakeError
 from .lake import FRAMES_TOPIC
@@ -926,6 +927,7 @@ def demo(
 register_batch_commands(app)
 register_analytics(app)
 register_web(app)
+register_faces(app)
 
 
 def main() -> None:

@@ -45,13 +45,15 @@ class Detections:
 
     xyxy: float32 (N, 4) pixel boxes x1, y1, x2, y2; score: float32 (N,); label: object (N,) of str;
     track_id: int64 (N,) of track ids (-1: the box belongs to no track), or None when nothing tracked
-    these boxes. Validated on construction so a detector plugin cannot hand the writer ragged data.
+    these boxes; embedding: float32 (N, D) feature vectors of the boxes (a face descriptor), or None.
+    Validated on construction so a detector plugin cannot hand the writer ragged data.
     """
 
     xyxy: np.ndarray
     score: np.ndarray
     label: np.ndarray
     track_id: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -69,10 +71,15 @@ class Detections:
             if len(ids) != len(score):
                 raise ValueError(f"Detections has {len(score)} boxes but {len(ids)} track ids")
             object.__setattr__(self, "track_id", ids)
+        if self.embedding is not None:
+            emb = np.asarray(self.embedding, dtype=np.float32)
+            if emb.ndim != 2 or len(emb) != len(score):
+                raise ValueError(f"Detections has {len(score)} boxes but embeddings of shape {emb.shape}")
+            object.__setattr__(self, "embedding", emb)
 
     def with_tracks(self, track_id: np.ndarray) -> Detections:
         """The same boxes with track ids (-1 for a box on no track)."""
-        return Detections(self.xyxy, self.score, self.label, track_id)
+        return Detections(self.xyxy, self.score, self.label, track_id, self.embedding)
 
     def track_of(self, i: int) -> int | None:
         """Box `i`'s track id, or None."""

@@ -32,6 +32,7 @@ from ..frames import FrameMeta
 from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..types import Detections
 from . import schema as S
+from .faces import attach_seen, replace_seen, seen_rows
 from .tracks import tracks_before, update_tracks
 from .versions import one_version_per_model, rebuild_rollup, update_rollup
 
@@ -436,6 +437,16 @@ class SqlCatalog(Catalog):
                         for label, n in sorted(per_label.items())
                     ],
                 )
+            by_key = {(r.meta.frame_id, r.model, r.model_version): r for r in batch}
+            embedded = [k for k, r in by_key.items() if r.detections.embedding is not None]
+            if embedded:  # the faces a face-id worker found, replaced with their result
+                replace_seen(
+                    conn,
+                    embedded,
+                    seen_rows(
+                        (k, by_key[k].detections, result_rows[k]["frame_captured_at"]) for k in embedded
+                    ),
+                )
             if before or any(row["track_id"] is not None for row in det_rows):
                 where = {
                     fid: stored.get(fid, (row["camera"], row["captured_at"]))
@@ -517,7 +528,8 @@ class SqlCatalog(Catalog):
                         "track_id": row.track_id,
                     }
                 )
-        return {fid: Detections.from_list(items) for fid, items in found.items()}
+            out = {fid: Detections.from_list(items) for fid, items in found.items()}
+            return attach_seen(conn, out, model, version)
 
     def frame_hashes(self, frame_ids: Iterable[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(frame_ids))

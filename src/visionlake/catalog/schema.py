@@ -155,6 +155,39 @@ tracker_states = Table(
     PrimaryKeyConstraint("camera", "model", "model_version"),
 )
 
+#: Schema 6: people enrolled for face identity (`visionlake faces enroll`).
+identities = Table(
+    "identities",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+#: Schema 6: face embeddings (personal data: see docs/catalog.md). source "enrolled": a photo of an
+#: identity (or a named cluster's face); source "seen": a face a face-id worker found in a frame,
+#: written with its result (replaced with it), identity NULL while unknown.
+face_embeddings = Table(
+    "face_embeddings",
+    metadata,
+    Column("face_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("source", String(8), nullable=False),
+    Column("identity", String(128)),
+    Column("frame_id", String(64)),
+    Column("model", String(128)),
+    Column("model_version", String(64)),
+    Column("x1", Float),
+    Column("y1", Float),
+    Column("x2", Float),
+    Column("y2", Float),
+    Column("photo", Text),  # enrolled from a photo: its path as given
+    Column("captured_at", DateTime, nullable=False),  # the frame's capture time, or the enrolment time
+    Column("cluster", Integer),  # unknown faces: the group `faces cluster` put them in
+    Column("embedding", LargeBinary, nullable=False),  # float32 little-endian
+    Index("face_embeddings_frame", "frame_id", "model", "model_version"),
+    Index("face_embeddings_identity", "identity", "source"),
+    Index("face_embeddings_time", "source", "captured_at"),
+)
+
 replay_cursors = Table(
     "replay_cursors",
     metadata,
@@ -202,6 +235,8 @@ USER_TABLES = (
     "result_labels",
     "tracks",
     "tracker_states",
+    "identities",
+    "face_embeddings",
 )
 
 
@@ -257,15 +292,15 @@ def _v5(conn: Connection) -> None:
 
 def _v6(conn: Connection) -> None:
     """detections.track_id (NULL for every stored box: nothing was tracked before) with a partial
-    index, the tracks table and the tracker states."""
+    index, the tracks table, the tracker states, identities and face embeddings."""
     if "track_id" not in {c["name"] for c in inspect(conn).get_columns("detections")}:  # v1 made it?
         kind = BigInteger().compile(dialect=conn.dialect)
         conn.execute(text(f"ALTER TABLE detections ADD COLUMN track_id {kind}"))
     for index in detections.indexes:
         if index.name == "detections_track":
             index.create(conn, checkfirst=True)
-    tracks.create(conn, checkfirst=True)
-    tracker_states.create(conn, checkfirst=True)
+    for table in (tracks, tracker_states, identities, face_embeddings):
+        table.create(conn, checkfirst=True)
 
 
 #: version -> migration producing it from version - 1; append, never edit a released one.

@@ -1,18 +1,19 @@
-"""face-id: faces labelled with the nearest enrolled person's name, or "unknown", and the distance.
+"""face-id: faces labelled with the nearest enrolled person's name, or "unknown".
 
 `FaceIdDetector` finds faces with a bundled face detector (`face_detector`: yuface or haar-face),
-embeds each with dlib (`FaceEmbedder`) and matches it against a `Gallery`. The gallery is given to
-the constructor (a `Gallery`, or a callable returning one, called once at set-up and again by
-`refresh()`), so where identities are kept is the caller's choice; nothing here reads the catalog.
+embeds each with dlib (`FaceEmbedder`) and matches it against a `Gallery`. The gallery comes from
+the constructor (a `Gallery`, or a callable returning one) or, in a worker, from the lake's catalog
+(`bind_catalog`, which the worker calls): the people enrolled with `visionlake faces enroll`, read
+again every `refresh_s` seconds so that a new enrolment reaches running workers.
 
-`detect` returns `Detections` whose label is the name and whose score is the distance to the nearest
-enrolled embedding (lower is closer; faces labelled "unknown" carry their distance too). `identify`
-returns everything: boxes, detector scores, names, distances, the nearest name and the embeddings
-(for storing unknown faces and clustering them later).
+`detect` returns `Detections` whose label is the name, whose score is the face detector's, and which
+carry the embeddings (the catalog stores them with the result). `identify` returns everything: boxes,
+detector scores, names, distances, the nearest name and the embeddings.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from ..types import Detections
 from .embed import DIM, FaceEmbedder
 from .embed import unavailable_reason as _faces_unavailable
 from .errors import EmptyGallery
-from .match import THRESHOLD, Gallery
+from .match import THRESHOLD, UNKNOWN, Gallery, Match
 
 GallerySource = Gallery | Callable[[], Gallery]
 FACE_DETECTORS = ("yuface", "haar-face")
@@ -45,16 +46,23 @@ class FaceIdentities:
         return len(self.name)
 
     def detections(self) -> Detections:
-        """As `Detections`: label = name, score = distance."""
-        return Detections(self.xyxy, self.distance, self.name)
+        """As `Detections`: label = name, score = the face detector's score, and the embeddings (the
+        catalog keeps them, so unknown faces can be clustered and named later)."""
+        return Detections(self.xyxy, self.face_score, self.name, embedding=self.embedding)
 
 
 class FaceIdDetector(Detector):
-    """Faces named by the nearest enrolled identity (or "unknown"); score = distance (lower is closer)."""
+    """Faces named by the nearest enrolled identity (or "unknown")."""
 
     name = "face-id"
     version = "1"
-    defaults = {"threshold": THRESHOLD, "face_detector": "yuface", "min_size": 40, "max_width": 640}
+    defaults = {
+        "threshold": THRESHOLD,
+        "face_detector": "yuface",
+        "min_size": 40,
+        "max_width": 640,
+        "refresh_s": 30.0,
+    }
 
     def __init__(self, gallery: GallerySource | None = None, **params: object) -> None:
         self._gallery_source = gallery
@@ -76,6 +84,7 @@ class FaceIdDetector(Detector):
         )
         require(p["min_size"] >= 1, self.name, "min_size", p["min_size"], ">= 1 (pixels)")
         require(p["max_width"] >= 0, self.name, "max_width", p["max_width"], ">= 0 (0 = never downscale)")
+        require(p["refresh_s"] > 0, self.name, "refresh_s", p["refresh_s"], "> 0 (seconds)")
 
     def _setup(self) -> None:
         p = self._params
@@ -88,24 +97,47 @@ class FaceIdDetector(Detector):
 
             self.faces_ = HaarFaceDetector(max_width=p["max_width"], min_size=p["min_size"])
         self.embedder_ = FaceEmbedder()
+        self.gallery_: Gallery | None = None
+        self._loaded_at = 0.0
+        if self._gallery_source is not None:
+            self.refresh()
+
+    def bind_catalog(self, catalog: Any) -> None:
+        """Take the gallery from `catalog` (the identities enrolled there); called by the worker."""
+        from ..catalog.faces import gallery_rows
+
+        engine = catalog.engine
+
+        def from_catalog() -> Gallery:
+            with engine.connect() as conn:
+                names, vectors = gallery_rows(conn)
+            return Gallery(names, vectors if names else None, threshold=self._params["threshold"])
+
+        self._gallery_source = from_catalog
         self.refresh()
 
-    def refresh(self) -> Gallery:
-        """(Re)load the gallery from its source; EmptyGallery when there is none or it is empty."""
+    def refresh(self, *, allow_empty: bool = False) -> Gallery:
+        """(Re)load the gallery from its source; EmptyGallery when there is none or it is empty (unless
+        `allow_empty`: a running worker whose people were all removed names every face "unknown")."""
         source = self._gallery_source
         gallery = source() if callable(source) else source
-        if gallery is None or len(gallery) == 0:
+        if gallery is None or (len(gallery) == 0 and not allow_empty):
             raise EmptyGallery(
                 f"detector {self.name!r}: no identities are enrolled; enrol at least one person's photo first"
             )
         if not isinstance(gallery, Gallery):
             raise TypeError(f"the gallery source gave {type(gallery).__name__}, not a Gallery")
         self.gallery_ = gallery
+        self._loaded_at = time.monotonic()
         return gallery
 
     def identify(self, image: np.ndarray) -> FaceIdentities:
         """Every face in the BGR image, with its name, distance and embedding."""
         image = check_image(image)
+        if self.gallery_ is None:
+            raise EmptyGallery(f"detector {self.name!r} has no gallery: give it one, or run it in a worker")
+        if callable(self._gallery_source) and time.monotonic() - self._loaded_at > self._params["refresh_s"]:
+            self.refresh(allow_empty=True)
         found = self.faces_.detect(image)
         if len(found):
             keep = (found.xyxy[:, 2] - found.xyxy[:, 0]) >= self._params["min_size"]
@@ -120,7 +152,10 @@ class FaceIdDetector(Detector):
                 np.zeros((0, DIM), np.float32),
             )
         emb = self.embedder_.embed(image, found.xyxy)
-        matches = self.gallery_.identify(emb, self._params["threshold"])
+        if len(self.gallery_) == 0:
+            matches = [Match(UNKNOWN, float("inf"), UNKNOWN) for _ in range(len(emb))]
+        else:
+            matches = self.gallery_.identify(emb, self._params["threshold"])
         return FaceIdentities(
             found.xyxy,
             found.score,

@@ -182,6 +182,9 @@ class Worker:
         lake.log.ensure_topic(detections_topic(self.topic))
         self.event_limit = lake.log.topic_config(detections_topic(self.topic)).max_record_bytes
         lake.catalog.ensure_model(self.model, self.model_version, self.detector.params)
+        bind = getattr(self.detector, "bind_catalog", None)
+        if callable(bind):  # a detector that reads the catalog (face-id: the enrolled people)
+            bind(lake.catalog)
         consumer = self.source or lake.log.consumer(
             [self.topic], group=self.group, offset_reset=self.offset_reset
         )
