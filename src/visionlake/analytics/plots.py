@@ -72,9 +72,6 @@ def plot_report(result: Report, path: str | Path) -> Path:
 
 
 def _counts(ax: Any, rep: Report) -> str | None:
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-    from matplotlib.ticker import MaxNLocator
-
     i_frames = rep.columns.index("frames")
     names = rep.columns[1:i_frames]
     li = names.index("label") if "label" in names else None
@@ -103,17 +100,7 @@ def _counts(ax: Any, rep: Report) -> str | None:
             ys.append(found[g].get(t, 0))
         name = " / ".join("-" if v is None else str(v) for v in g) or "all"
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=name)
-    times = sorted({row[0] for row in rep.rows})
-    if times:  # at least a bucket either side: one bucket alone would be drawn on a span of years
-        ax.set_xlim(times[0] - step, times[-1] + step)
-    locator = AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    ax.set_xlabel(f"{rep.bucket} (UTC)")
-    ax.set_ylabel("detections")
-    ax.set_ylim(bottom=0)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(True, alpha=0.3)
+    _time_axis(ax, rep, step, "detections")
     if len(shown) > 1 or rep.by:
         ax.legend(fontsize="small", title=" / ".join(names) or None)
     if len(ranked) > len(shown):
@@ -121,11 +108,27 @@ def _counts(ax: Any, rep: Report) -> str | None:
     return None
 
 
-def _visitors(ax: Any, rep: Report) -> None:
-    """Visitors over time, one line per camera and label (0 between buckets with visitors)."""
+def _time_axis(ax: Any, rep: Report, step: timedelta, ylabel: str) -> None:
+    """Dates along x (a bucket of margin either side: one bucket alone would be drawn on a span of
+    years), whole numbers from 0 up along y."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import MaxNLocator
 
+    times = sorted({row[0] for row in rep.rows})
+    if times:
+        ax.set_xlim(times[0] - step, times[-1] + step)
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_xlabel(f"{rep.bucket} (UTC)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def _visitors(ax: Any, rep: Report) -> None:
+    """Visitors over time, one line per camera and label (0 between buckets with visitors)."""
     step = _STEPS.get(rep.bucket or "", timedelta(hours=1))
     lines: dict[tuple, dict] = defaultdict(dict)
     for bucket, camera, label, n, *_ in rep.rows:
@@ -138,15 +141,7 @@ def _visitors(ax: Any, rep: Report) -> None:
         t += step
     for (camera, label), per in sorted(lines.items(), key=lambda kv: -sum(kv[1].values()))[:MAX_LINES]:
         ax.plot(span, [per.get(t, 0) for t in span], marker="o", markersize=3, label=f"{camera} / {label}")
-    ax.set_xlim(times[0] - step, times[-1] + step)
-    locator = AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-    ax.set_xlabel(f"{rep.bucket} (UTC)")
-    ax.set_ylabel("visitors (tracks seen)")
-    ax.set_ylim(bottom=0)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(True, alpha=0.3)
+    _time_axis(ax, rep, step, "visitors (tracks seen)")
     ax.legend(fontsize="small", title="camera / label")
 
 

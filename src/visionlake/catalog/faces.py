@@ -240,16 +240,7 @@ def relabel(conn: Connection, boxes: Sequence[tuple], old: str, new: str) -> int
     moving: Counter = Counter()
     for fid, model, version, x1, y1, x2, y2 in boxes:
         moving[(fid, model, version)] += conn.execute(
-            sa.select(sa.func.count()).where(
-                d.frame_id == fid,
-                d.model == model,
-                d.model_version == version,
-                d.label == old,
-                d.x1 == x1,
-                d.y1 == y1,
-                d.x2 == x2,
-                d.y2 == y2,
-            )  # fmt: skip
+            sa.select(sa.func.count()).where(*_box(fid, model, version, old, (x1, y1, x2, y2)))
         ).scalar_one()
     keys = sorted(k for k, n in moving.items() if n)
     if not keys:
@@ -277,21 +268,20 @@ def relabel(conn: Connection, boxes: Sequence[tuple], old: str, new: str) -> int
     changed = 0
     for fid, model, version, x1, y1, x2, y2 in boxes:
         changed += conn.execute(
-            sa.update(S.detections)
-            .where(
-                d.frame_id == fid,
-                d.model == model,
-                d.model_version == version,
-                d.label == old,
-                d.x1 == x1,
-                d.y1 == y1,
-                d.x2 == x2,
-                d.y2 == y2,
-            )  # fmt: skip
-            .values(label=new)
+            sa.update(S.detections).where(*_box(fid, model, version, old, (x1, y1, x2, y2))).values(label=new)
         ).rowcount
     _recount_labels(conn, keys)
     return changed
+
+
+def _box(fid: str, model: str, version: str, label: str, box: tuple) -> list[sa.ColumnElement]:
+    """The stored box of a result with this label and these exact coordinates."""
+    d = S.detections.c
+    x1, y1, x2, y2 = box
+    return [
+        d.frame_id == fid, d.model == model, d.model_version == version, d.label == label,
+        d.x1 == x1, d.y1 == y1, d.x2 == x2, d.y2 == y2,
+    ]  # fmt: skip
 
 
 def _recount_labels(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> None:

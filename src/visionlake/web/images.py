@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import cv2
+import numpy as np
 
 from ..catalog.base import Catalog
 from ..errors import ArchiveError, InputError, UnknownFrame
@@ -91,17 +93,16 @@ class Images:
             raise
 
     def thumbnail(self, frame_id: str, width: int) -> bytes:
+        return self._small(("thumb", frame_id, width), frame_id, width, lambda image: image)
+
+    def _small(self, key: tuple, frame_id: str, width: int, part: Any) -> bytes:
+        """`part(frame)` as a cached JPEG at most `width` pixels wide."""
         check_width(width)
-        key = ("thumb", frame_id, width)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
         _, data = self._original(frame_id)
-        image = decode_image(data)
-        h, w = image.shape[:2]
-        if width < w:
-            image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-        out = encode_jpeg(image, THUMB_QUALITY)
+        out = encode_jpeg(_narrow(part(decode_image(data)), width), THUMB_QUALITY)
         self.cache.put(key, out)
         return out
 
@@ -123,30 +124,28 @@ class Images:
         image = decode_image(data)
         if boxes:
             image = draw_detections(image, self.catalog.detections_for(frame_id, model, model_version))
-        h, w = image.shape[:2]
-        if width is not None and width < w:
-            image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-        return encode_jpeg(image, 90)
+        return encode_jpeg(_narrow(image, width), 90)
 
     def crop(self, frame_id: str, box: tuple[float, float, float, float], width: int) -> bytes:
         """The part of a frame around `box` (x1, y1, x2, y2, with a quarter of its size as margin),
         `width` pixels wide at most: a track's best look, in the gallery of tracks."""
-        check_width(width)
-        key = ("crop", frame_id, tuple(round(v, 1) for v in box), width)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        _, data = self._original(frame_id)
-        image = decode_image(data)
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = box
-        mx, my = (x2 - x1) / 4, (y2 - y1) / 4
-        left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
-        right, bottom = min(w, int(x2 + mx + 1)), min(h, int(y2 + my + 1))
-        part = image[top:bottom, left:right] if right > left and bottom > top else image
-        ph, pw = part.shape[:2]
-        if width < pw:
-            part = cv2.resize(part, (width, max(1, round(ph * width / pw))), interpolation=cv2.INTER_AREA)
-        out = encode_jpeg(part, THUMB_QUALITY)
-        self.cache.put(key, out)
-        return out
+
+        def around(image: np.ndarray) -> np.ndarray:
+            h, w = image.shape[:2]
+            x1, y1, x2, y2 = box
+            mx, my = (x2 - x1) / 4, (y2 - y1) / 4
+            left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
+            right, bottom = min(w, int(x2 + mx + 1)), min(h, int(y2 + my + 1))
+            return image[top:bottom, left:right] if right > left and bottom > top else image
+
+        return self._small(
+            ("crop", frame_id, tuple(round(v, 1) for v in box), width), frame_id, width, around
+        )
+
+
+def _narrow(image: np.ndarray, width: int | None) -> np.ndarray:
+    """`image` resized to `width` pixels wide when it is wider."""
+    h, w = image.shape[:2]
+    if width is None or width >= w:
+        return image
+    return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
