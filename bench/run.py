@@ -3,7 +3,7 @@
     python bench/run.py [--quick] [--only NAME ...]
 
 NAME is one of the keys of BENCHMARKS below (log, worker, memory, scaling, latency, live, replay, kafka,
-catalog, pack, extract, vocab, encode, accuracy, hog, metrics, ...) or its module name.
+catalog, pack, extract, vocab, encode, encodings, accuracy, hog, metrics, ...) or its module name.
 `--quick` finishes in under 3 minutes on a 2-core machine; the full mode uses more frames and records.
 All data goes to one temporary directory, removed at the end. Progress goes to stderr.
 """
@@ -37,6 +37,7 @@ BENCHMARKS = {
     "extract": "batch_extract",
     "vocab": "batch_vocab",
     "encode": "batch_encode",
+    "encodings": "batch_encodings",
     "accuracy": "batch_accuracy",
     "hog": "hog_accuracy",
     "tracking": "tracking_accuracy",

@@ -1,4 +1,4 @@
-"""Batch visual-feature commands: dataset, features, vocab, encode, classify and bovw.
+"""Batch visual-feature commands: dataset, features, vocab, encode, classify and bovw (alias chain).
 
 Thin wrappers over `visionlake.batch.pipeline`: parse options, pick the engine, show progress, print
 a summary (a table for people, `--format json|csv` for scripts). Bad input exits 2 with a message
@@ -20,10 +20,12 @@ from .errors import InputError
 from .output import Format, console, err_console, esc, human_bytes, plural, record_out, rows_out
 
 dataset_app = command_group("Pack image folders and SequenceFiles into datasets.")
-features_app = command_group("Local features (SIFT, ORB, AKAZE, dense SIFT) of a dataset.")
+features_app = command_group("Image features (SIFT, ORB, AKAZE, dense SIFT, a global HOG) of a dataset.")
 vocab_app = command_group("Visual vocabularies (k-means centres of descriptors).")
 classify_app = command_group("Train, evaluate and apply bag-of-words classifiers.")
-bovw_app = command_group("The whole bag-of-visual-words chain in one command.")
+bovw_app = command_group(
+    "The whole chain in one command: features, vocabulary, encoding (bow, VLAD, Fisher), classifier."
+)
 
 #: frames.MAX_SIDE (not imported: it brings OpenCV in at start-up)
 MAX_SIDE = 16384
@@ -40,17 +42,41 @@ ProcessesOpt = Annotated[
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists")]
 # options shared by the step commands and `bovw run` (each command sets its own default)
-AlgoOpt = Annotated[str, typer.Option(help="sift, orb, akaze or dense-sift")]
+AlgoOpt = Annotated[str, typer.Option(help="sift, orb, akaze, dense-sift or hog (a global HOG only)")]
 MaxKeypointsOpt = Annotated[int, count_option("Keep the N strongest keypoints (0 = all)", min=0)]
 SizeOpt = Annotated[
     int, count_option("Resize so the longer side is S pixels (0 = as is)", min=0, max=MAX_SIDE)
 ]
 StepOpt = Annotated[int | None, count_option("dense-sift grid step in pixels", max=MAX_SIDE)]
 RootOpt = Annotated[bool, typer.Option("--root/--no-root", help="RootSIFT (Hellinger) descriptors")]
-PoolingOpt = Annotated[str, typer.Option(help="sum, max or count")]
-AssignOpt = Annotated[str, typer.Option(help="hard (nearest word) or soft (kernel codebook)")]
-NormOpt = Annotated[str, typer.Option(help="l1, l2, power (signed sqrt + l2) or none")]
-PyramidOpt = Annotated[str, typer.Option(help="Spatial pyramid grid sizes, e.g. 1,2")]
+HogOpt = Annotated[
+    bool, typer.Option("--hog/--no-hog", help="Also a global HOG per image, appended to every encoding")
+]
+HogSizeOpt = Annotated[
+    int, count_option("HOG window: the image is resized to S x S pixels", "--hog-size", min=4, max=4096)
+]
+HogCellOpt = Annotated[int, count_option("HOG cell side in pixels", "--hog-cell", min=2, max=2048)]
+#: encode.ENCODINGS (not imported: it brings scikit-learn in at start-up)
+ENCODINGS = ("bow", "vlad", "fisher", "none")
+EncodingOpt = Annotated[
+    str,
+    typer.Option(
+        help="bow (bag of visual words), vlad, fisher (Fisher vectors; a vocabulary trained with --gmm) "
+        "or none (the image descriptor alone: features of --algo hog)"
+    ),
+]
+PoolingOpt = Annotated[str | None, typer.Option(help="bow: sum, max or count [default: sum]")]
+AssignOpt = Annotated[
+    str | None, typer.Option(help="bow: hard (nearest word) or soft (kernel codebook) [default: hard]")
+]
+NormOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="l1, l2, power (signed sqrt + l2) or none [default: l2 for bow, power for vlad, fisher]"
+    ),
+]
+PyramidOpt = Annotated[str | None, typer.Option(help="Spatial pyramid grid sizes, e.g. 1,2 [default: 1]")]
+PcaOpt = Annotated[int, count_option("fisher: PCA dimensions of the descriptors before the GMM", "--pca")]
 ClassifierOpt = Annotated[str, typer.Option(help="linear-svm or logreg")]
 COpt = Annotated[float, number_option("Regularisation constant C", "--c", "-C", max=1e9)]
 #: numpy and scikit-learn take seeds in [0, 2**32)
@@ -64,6 +90,9 @@ def register(app: typer.Typer) -> None:
     app.command("encode")(encode)
     app.add_typer(classify_app, name="classify")
     app.add_typer(bovw_app, name="bovw")
+    # `bovw run` runs VLAD and Fisher vectors too: `chain run` is the same command under a name that
+    # says so (bovw stays for existing scripts)
+    app.add_typer(bovw_app, name="chain")
 
 
 def _engine(name: str, master: str | None, processes: int | None) -> Any:
@@ -83,12 +112,57 @@ def _progress(description: str, total: int | None) -> Iterator[Any]:
 
 
 def _extractor_params(
-    algo: str, max_keypoints: int, size: int, step: int | None, root: bool
+    algo: str,
+    max_keypoints: int,
+    size: int,
+    step: int | None,
+    root: bool,
+    hog: bool = False,
+    hog_size: int = 64,
+    hog_cell: int = 8,
 ) -> dict[str, Any]:
     """FeatureExtractor parameters from the command-line options (no --step: the extractor's default)."""
     params: dict[str, Any] = {"algo": algo, "max_keypoints": max_keypoints, "size": size, "root": root}
+    if algo == "hog":
+        params["root"] = False  # no SIFT descriptors to take the root of (`bovw run` defaults to --root)
     if step is not None:
         params["dense_step"] = step
+    if hog or algo == "hog" or (hog_size, hog_cell) != (64, 8):
+        params.update(hog=hog, hog_size=hog_size, hog_cell=hog_cell)
+    return params
+
+
+def _check_encoding(encoding: str) -> str:
+    if encoding not in ENCODINGS:
+        import difflib
+
+        close = difflib.get_close_matches(encoding, ENCODINGS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"unknown --encoding {encoding!r}: use one of {', '.join(ENCODINGS)}{hint}")
+    return encoding
+
+
+def _encoder_params(
+    encoding: str,
+    pooling: str | None,
+    assign: str | None,
+    norm: str | None,
+    pyramid: str | None,
+    sigma: float | None = None,
+) -> dict[str, Any]:
+    """The encoder options given on the command line (the others keep the encoding's defaults).
+
+    An option that does not apply to the encoding (--assign with vlad) is an error, not ignored.
+    """
+    given = {"pooling": pooling, "assign": assign, "norm": norm, "sigma": sigma}
+    params: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    if pyramid is not None:
+        params["pyramid"] = parse_pyramid(pyramid)
+    takes = {"bow": set(given) | {"pyramid"}, "vlad": {"norm", "pyramid"}, "fisher": {"norm", "pyramid"}}
+    wrong = sorted(set(params) - takes.get(encoding, {"norm"}))
+    if wrong:
+        options = ", ".join(f"--{name}" for name in wrong)
+        raise InputError(f"{options} does not apply to --encoding {encoding}")
     return params
 
 
@@ -228,18 +302,25 @@ def features_extract(
     size: SizeOpt = 0,
     step: StepOpt = None,
     root: RootOpt = False,
+    hog: HogOpt = False,
+    hog_size: HogSizeOpt = 64,
+    hog_cell: HogCellOpt = 8,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     processes: ProcessesOpt = None,
     overwrite: OverwriteOpt = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Extract local features of every image; images with no keypoints are kept and counted."""
+    """Extract features of every image; images with no keypoints are kept and counted.
+
+    --algo hog gives one global HOG per image and no local descriptors (encode it with --encoding
+    none); --hog adds that HOG to local features, and every encoding appends it to its vector.
+    """
     from .batch.dataset import open_dataset
     from .batch.features import FeatureExtractor
     from .batch.pipeline import extract_features
 
-    params = _extractor_params(algo, max_keypoints, size, step, root)
+    params = _extractor_params(algo, max_keypoints, size, step, root, hog, hog_size, hog_cell)
     total = open_dataset(dataset).count()
     with _engine(engine, master, processes) as eng, _progress(f"extract {algo}", total) as tick:
         report = extract_features(dataset, out, FeatureExtractor(**params), eng, tick, overwrite=overwrite)
@@ -271,18 +352,39 @@ def vocab_train(
         int, count_option("Random seed (same seed + engine = same vocabulary)", min=0, max=2**32 - 1)
     ] = 0,
     max_iter: Annotated[int, count_option("Most k-means iterations", max=100_000)] = 100,
+    gmm: Annotated[
+        bool,
+        typer.Option(
+            "--gmm/--no-gmm", help="Also fit PCA + a diagonal GMM of k components (for --encoding fisher)"
+        ),
+    ] = False,
+    pca: PcaOpt = 64,
     engine: EngineOpt = "local",
     master: MasterOpt = None,
     processes: ProcessesOpt = None,
     overwrite: OverwriteOpt = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """K-means vocabulary: scikit-learn locally (k-means++, mini-batch when large), MLlib k-means|| on Spark."""
+    """K-means vocabulary: scikit-learn locally (k-means++, mini-batch when large), MLlib k-means|| on Spark.
+
+    --gmm also fits what Fisher vectors need, on this machine with either engine: PCA to --pca
+    dimensions and a diagonal GMM started from the k-means centres, on the same --sample (100,000
+    descriptors when there is none), saved in the same file.
+    """
     from .batch.pipeline import train_vocabulary_file
 
     with _engine(engine, master, processes) as eng, _status("training the vocabulary", fmt):
         vocab = train_vocabulary_file(
-            features, out, k, eng, sample=sample, seed=seed, max_iter=max_iter, overwrite=overwrite
+            features,
+            out,
+            k,
+            eng,
+            sample=sample,
+            seed=seed,
+            max_iter=max_iter,
+            overwrite=overwrite,
+            gmm=gmm,
+            pca_dim=pca,
         )
     m = vocab.meta
     _summary(
@@ -294,7 +396,8 @@ def vocab_train(
             ("method", m.get("method", "")),
             ("descriptors", m.get("n_descriptors", "")),
             ("mean_sq_distance", m.get("mean_sq_distance", "")),
-            ("seconds", round(float(m.get("seconds", 0.0)), 2)),
+            ("gmm", f"{m['gmm']['k']} x {m['gmm']['reduced_dim']} (diagonal)" if "gmm" in m else "no"),
+            ("seconds", round(float(m.get("seconds", 0.0)) + float(m.get("gmm", {}).get("seconds", 0.0)), 2)),
         ],
         fmt,
         "vocabulary trained",
@@ -314,12 +417,18 @@ def parse_pyramid(text: str) -> tuple[int, ...]:
 
 def encode(
     features: Annotated[str, typer.Argument(help="Features dataset")],
-    vocab: Annotated[str, typer.Argument(help="Vocabulary (.npz from `vocab train`)")],
-    out: Annotated[str, typer.Argument(help="Output bags of words (Parquet)")],
-    pooling: PoolingOpt = "sum",
-    assign: AssignOpt = "hard",
-    norm: NormOpt = "l2",
-    pyramid: PyramidOpt = "1",
+    vocab: Annotated[
+        str,
+        typer.Argument(
+            help="Vocabulary (.npz from `vocab train`); with --encoding none: OUT", metavar="VOCAB"
+        ),
+    ],
+    out: Annotated[str | None, typer.Argument(help="Output vectors (Parquet)")] = None,
+    encoding: EncodingOpt = "bow",
+    pooling: PoolingOpt = None,
+    assign: AssignOpt = None,
+    norm: NormOpt = None,
+    pyramid: PyramidOpt = None,
     sigma: Annotated[
         float | None,
         number_option(
@@ -332,24 +441,34 @@ def encode(
     overwrite: OverwriteOpt = False,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Encode each image's descriptors as a bag of visual words (chunked BLAS assignment)."""
+    """Encode each image's descriptors as one vector: a bag of visual words, VLAD or a Fisher vector.
+
+    `encode FEATURES VOCAB OUT`; with --encoding none (the HOG of --algo hog features alone) there is
+    no vocabulary: `encode FEATURES OUT --encoding none`. A HOG in the features (--hog) is appended.
+    """
     from .batch.pipeline import encode_features
     from .batch.records import count_rows, read_meta
 
-    params: dict[str, Any] = {
-        "pooling": pooling,
-        "assign": assign,
-        "norm": norm,
-        "pyramid": parse_pyramid(pyramid),
-    }
-    if sigma is not None:
-        params["sigma"] = sigma
+    _check_encoding(encoding)
+    vocabulary: str | None = vocab
+    if encoding == "none":
+        if out is not None:
+            raise InputError(
+                "--encoding none takes no vocabulary: `visionlake encode FEATURES OUT --encoding none`"
+            )
+        vocabulary, out = None, vocab
+    elif out is None:
+        raise InputError(f"--encoding {encoding} needs FEATURES VOCAB OUT: the output path is missing")
+    params = _encoder_params(encoding, pooling, assign, norm, pyramid, sigma)
     total = count_rows(features)
-    with _engine(engine, master, processes) as eng, _progress("encode", total) as tick:
-        report = encode_features(features, vocab, out, eng, params, tick, overwrite=overwrite)
+    with _engine(engine, master, processes) as eng, _progress(f"encode {encoding}", total) as tick:
+        report = encode_features(
+            features, vocabulary, out, eng, params, tick, overwrite=overwrite, encoding=encoding
+        )
     _summary(
         [
             ("out", report.out),
+            ("encoding", encoding),
             ("images", report.images),
             ("dim", report.dim),
             ("descriptors", report.descriptors),
@@ -490,13 +609,24 @@ def bovw_run(
     max_keypoints: MaxKeypointsOpt = 0,
     step: StepOpt = 4,
     root: RootOpt = True,
-    k: Annotated[int, count_option("Vocabulary size", "-k", "--k")] = 512,
+    hog: HogOpt = False,
+    hog_size: HogSizeOpt = 64,
+    hog_cell: HogCellOpt = 8,
+    encoding: EncodingOpt = "bow",
+    k: Annotated[
+        int | None,
+        count_option("Vocabulary (GMM) size [default: 512 for bow, 64 for vlad and fisher]", "-k", "--k"),
+    ] = None,
     sample: Annotated[int | None, count_option("Vocabulary trained on N descriptors")] = 200_000,
     seed: SeedOpt = 0,
-    pooling: PoolingOpt = "sum",
-    assign: AssignOpt = "soft",
-    norm: NormOpt = "power",
-    pyramid: PyramidOpt = "1,2",
+    pooling: Annotated[str | None, typer.Option(help="bow: sum, max or count [default: sum]")] = None,
+    assign: Annotated[str | None, typer.Option(help="bow: hard or soft [default: soft]")] = None,
+    norm: Annotated[str | None, typer.Option(help="l1, l2, power or none [default: power]")] = None,
+    pyramid: Annotated[
+        str | None,
+        typer.Option(help="Spatial pyramid grid sizes [default: 1,2 for bow, 1 for vlad and fisher]"),
+    ] = None,
+    pca: PcaOpt = 64,
     classifier: ClassifierOpt = "linear-svm",
     c: COpt = 1.0,
     engine: EngineOpt = "local",
@@ -504,22 +634,29 @@ def bovw_run(
     processes: ProcessesOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Extract, train a vocabulary, encode, train a classifier and evaluate it on TEST; prints the report."""
+    """Extract, train a vocabulary, encode, train a classifier and evaluate it on TEST; prints the report.
+
+    --encoding vlad or fisher instead of bags of words; --algo hog --encoding none for a global HOG
+    alone; --hog appends a global HOG to any encoding. `visionlake chain run` is the same command.
+    """
     import json
     import time
 
     from .batch.pipeline import BovwConfig, run_bovw
 
-    params = _extractor_params(algo, max_keypoints, size, step, root)
+    _check_encoding(encoding)
+    params = _extractor_params(algo, max_keypoints, size, step, root, hog, hog_size, hog_cell)
     config = BovwConfig(
         algo=params.pop("algo"),
         size=params.pop("size"),
         max_keypoints=params.pop("max_keypoints"),
         extractor=params,
+        encoding=encoding,
         k=k,
         sample=sample,
         seed=seed,
-        encoder={"pooling": pooling, "assign": assign, "norm": norm, "pyramid": parse_pyramid(pyramid)},
+        encoder=_encoder_params(encoding, pooling, assign, norm, pyramid) or None,
+        pca_dim=pca,
         classifier=classifier,
         c=c,
     )

@@ -239,7 +239,7 @@ def test_bovw_run_and_the_python_api_share_their_defaults():
     import inspect
 
     from visionlake.batch.pipeline import BovwConfig
-    from visionlake.cli_batch import bovw_run, parse_pyramid
+    from visionlake.cli_batch import _encoder_params, bovw_run, parse_pyramid
 
     cli = {name: p.default for name, p in inspect.signature(bovw_run).parameters.items()}
     config = BovwConfig()
@@ -251,8 +251,16 @@ def test_bovw_run_and_the_python_api_share_their_defaults():
     assert {"dense_step": cli["step"], "root": cli["root"]} == config.extractor
     assert (cli["k"], cli["sample"], cli["seed"]) == (config.k, config.sample, config.seed)
     assert (cli["classifier"], cli["c"]) == (config.classifier, config.c)
-    cli_encoder = {key: cli[key] for key in ("pooling", "assign", "norm")}
-    assert {**cli_encoder, "pyramid": parse_pyramid(cli["pyramid"])} == config.encoder
+    assert (cli["encoding"], cli["pca"]) == (config.encoding, config.pca_dim) == ("bow", 64)
+    # encoder options the CLI is not given fall back to the config's per-encoding defaults
+    given = {key: cli[key] for key in ("pooling", "assign", "norm", "pyramid")}
+    assert _encoder_params(cli["encoding"], **given) == {} and config.encoder is None
+    assert config.vocabulary_size() == 512
+    assert config.encoder_params() == {"pooling": "sum", "assign": "soft", "norm": "power", "pyramid": (1, 2)}
+    assert _encoder_params("bow", "max", None, None, "1,2") == {
+        "pooling": "max",
+        "pyramid": parse_pyramid("1,2"),
+    }
 
 
 def test_dataset_pack_on_spark_through_the_cli(lfw_folders, tmp_path):
@@ -272,3 +280,121 @@ def test_dataset_pack_on_spark_through_the_cli(lfw_folders, tmp_path):
     assert "--master" in failed(
         vl("dataset", "pack", lfw_folders["train"], tmp_path / "x", "--master", "local", cwd=tmp_path)
     )
+
+
+# --- VLAD, Fisher vectors and HOG through the CLI ------------------------------------------------------
+
+HOG = ["--hog", "--hog-size", "24", "--hog-cell", "6"]  # 3 x 3 blocks x 36 = 324 values per image
+
+
+@pytest.fixture(scope="module")
+def hog_features(chain) -> dict[str, Path]:
+    """Dense SIFT + a global HOG, and HOG alone, of the chain's train and test datasets."""
+    w = chain["workdir"]
+    p = {}
+    for split, src in (("train", chain["train.parquet"]), ("test", chain["test.seq"])):
+        p[f"{split}-sh"] = w / f"{split}-sift-hog.parquet"
+        ok(vl("features", "extract", src, p[f"{split}-sh"], *CHAIN, *HOG, cwd=w))
+        p[f"{split}-hog"] = w / f"{split}-hog.parquet"
+        ok(vl("features", "extract", src, p[f"{split}-hog"], "--algo", "hog", "--hog-size", "24", "--hog-cell", "6", cwd=w))  # fmt: skip
+    return p
+
+
+def _dim(path: Path) -> int:
+    from visionlake.batch.records import read_meta
+
+    return int(read_meta(path)["dim"])
+
+
+@pytest.mark.parametrize("encoding", ["vlad", "fisher"])
+def test_encodings_end_to_end_with_a_hog_appended(chain, hog_features, lfw_folders, encoding):
+    w = chain["workdir"]
+    vocab = w / f"vocab-{encoding}.npz"
+    gmm = ["--gmm", "--pca", "32"] if encoding == "fisher" else []
+    summary = json.loads(ok(vl("vocab", "train", hog_features["train-sh"], vocab, "-k", "16", *gmm, "--format", "json", cwd=w)))  # fmt: skip
+    assert summary[0]["gmm"] == ("16 x 32 (diagonal)" if encoding == "fisher" else "no")
+    bows = {}
+    for split in ("train", "test"):
+        bows[split] = w / f"{split}-{encoding}.parquet"
+        out = ok(vl("encode", hog_features[f"{split}-sh"], vocab, bows[split], "--encoding", encoding, "--format", "json", cwd=w))  # fmt: skip
+        assert json.loads(out)[0]["encoding"] == encoding
+    expected = (16 * 128 if encoding == "vlad" else 2 * 16 * 32) + 324
+    assert _dim(bows["train"]) == _dim(bows["test"]) == expected
+    model = w / f"model-{encoding}.joblib"
+    ok(vl("classify", "train", bows["train"], model, cwd=w))
+    evaluation = json.loads(ok(vl("classify", "eval", model, bows["test"], "--format", "json", cwd=w)))
+    assert evaluation["images"] == 100 and evaluation["accuracy"] >= 0.85, evaluation
+    # the saved model rebuilds this encoder on raw images: files, and frames of a stream
+    faces = sorted((lfw_folders["test"] / "face").glob("*.png"))[:5]
+    rows = json.loads(ok(vl("classify", "predict", model, *faces, "--format", "json", cwd=w)))
+    assert sum(r["label"] == "face" for r in rows) >= 4, rows
+    detector = load_detector("bovw-classifier", {"model": str(model)})
+    image = cv2.imread(str(faces[0]))
+    assert detector.detect(image).label[0] in ("face", "non-face")
+    # a test set encoded with another encoding (or without the HOG) is refused by the model
+    other = w / f"test-{encoding}-bow.parquet"
+    ok(vl("encode", chain["test-f.parquet"], chain["vocab"], other, cwd=w))
+    assert "different vocabulary or encoder settings" in failed(vl("classify", "eval", model, other, cwd=w))
+
+
+def test_hog_alone_with_encoding_none(chain, hog_features):
+    w = chain["workdir"]
+    bows = {split: w / f"{split}-hog-vectors.parquet" for split in ("train", "test")}
+    for split, out in bows.items():
+        ok(vl("encode", hog_features[f"{split}-hog"], out, "--encoding", "none", cwd=w))
+    assert _dim(bows["train"]) == 324
+    model = w / "model-hog.joblib"
+    ok(vl("classify", "train", bows["train"], model, cwd=w))
+    evaluation = json.loads(ok(vl("classify", "eval", model, bows["test"], "--format", "json", cwd=w)))
+    assert evaluation["accuracy"] >= 0.8, evaluation
+
+
+def test_chain_run_with_each_encoding(chain, tmp_path):
+    """`bovw run` and its alias `chain run` with --encoding; the report names the encoding and k."""
+    train, test = chain["train.parquet"], chain["test.seq"]
+    runs = {
+        "vlad": ["bovw", "run", "--encoding", "vlad", "-k", "16"],
+        "fisher": ["chain", "run", "--encoding", "fisher", "-k", "8", "--pca", "32", "--pyramid", "1,2"],
+        "none": [
+            "chain",
+            "run",
+            "--algo",
+            "hog",
+            "--encoding",
+            "none",
+            "--hog-size",
+            "24",
+            "--hog-cell",
+            "6",
+        ],
+    }
+    for encoding, args in runs.items():
+        extra = [] if encoding == "none" else CHAIN
+        out = ok(vl(*args[:2], train, test, "--workdir", tmp_path / encoding, *args[2:], *extra, "--format", "json", cwd=tmp_path))  # fmt: skip
+        report = json.loads(out)
+        assert report["config"]["encoding"] == encoding and report["accuracy"] >= 0.8, report
+        assert ("vocabulary" in report["steps_seconds"]) == (encoding != "none")
+    assert json.loads(out)["config"]["k"] == 0
+    assert report["config"]["algo"] == "hog"
+
+
+def test_bad_encodings_exit_2_with_the_reason(chain, hog_features, tmp_path):
+    w = chain["workdir"]
+    out = tmp_path / "x.parquet"
+    unknown = failed(vl("encode", chain["train-f.parquet"], chain["vocab"], out, "--encoding", "vald", cwd=w))
+    assert "unknown --encoding 'vald'" in unknown and "vlad" in unknown
+    no_gmm = failed(
+        vl("encode", chain["train-f.parquet"], chain["vocab"], out, "--encoding", "fisher", cwd=w)
+    )
+    assert "no GMM" in no_gmm and "--gmm" in no_gmm
+    wrong = failed(vl("encode", chain["train-f.parquet"], chain["vocab"], out, "--encoding", "vlad", "--assign", "soft", cwd=w))  # fmt: skip
+    assert "--assign does not apply to --encoding vlad" in wrong
+    no_hog = failed(vl("encode", chain["train-f.parquet"], out, "--encoding", "none", cwd=w))
+    assert "no image descriptor" in no_hog
+    hog_only = failed(vl("encode", hog_features["train-hog"], chain["vocab"], out, cwd=w))
+    assert "--encoding none" in hog_only
+    vocab = failed(vl("vocab", "train", hog_features["train-hog"], tmp_path / "v.npz", "-k", "4", cwd=w))
+    assert "no local descriptors" in vocab
+    run = failed(vl("bovw", "run", chain["train.parquet"], chain["test.seq"], "--workdir", tmp_path / "r", "--encoding", "fishr", cwd=w))  # fmt: skip
+    assert "unknown --encoding 'fishr'" in run and "fisher" in run
+    assert not out.exists() and not (tmp_path / "r").exists()

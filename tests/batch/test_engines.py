@@ -480,6 +480,38 @@ def test_engines_predict_the_same_labels(local_engine, spark_engine, encoded):
     assert results["local"]["fruit/apple.jpg"][0] == "fruit"
 
 
+def test_engines_agree_on_vlad_and_fisher_vectors_with_a_hog(local_engine, spark_engine, datasets, tmp_path):
+    """Features with a global HOG from each engine, a Spark vocabulary with a GMM, VLAD and Fisher
+    vectors encoded by each engine from the other engine's features: the same vectors."""
+    from visionlake.batch.pipeline import encode_features, train_vocabulary_file
+
+    features = {}
+    for engine in (local_engine, spark_engine):
+        extractor = FeatureExtractor(algo="sift", hog=True, hog_size=32, **EXTRACTOR)
+        features[engine.name] = str(tmp_path / f"{engine.name}-features.parquet")
+        engine.extract(str(datasets["parquet"]), features[engine.name], extractor)
+    local_sets, spark_sets = read_sets(Path(features["local"])), read_sets(Path(features["spark"]))
+    assert sorted(local_sets) == sorted(spark_sets) == GOOD_KEYS
+    for key in GOOD_KEYS:
+        assert local_sets[key].image_descriptor.shape == (324,)
+        np.testing.assert_array_equal(local_sets[key].image_descriptor, spark_sets[key].image_descriptor)
+    vocab = str(tmp_path / "vocab.npz")
+    trained = train_vocabulary_file(features["spark"], vocab, K, spark_engine, gmm=True, pca_dim=16)
+    assert trained.meta["gmm"]["reduced_dim"] == 16 and "fisher_means" in trained.arrays
+    for encoding, dim in (("vlad", K * 128 + 324), ("fisher", 2 * K * 16 + 324)):
+        out = {}
+        for engine, source in ((local_engine, "spark"), (spark_engine, "local")):
+            out[engine.name] = tmp_path / f"{engine.name}-{encoding}.parquet"
+            encode_features(features[source], vocab, str(out[engine.name]), engine, {}, encoding=encoding)
+        local, spark = read_bow(out["local"]), read_bow(out["spark"])
+        assert sorted(local) == sorted(spark) == GOOD_KEYS
+        for key in GOOD_KEYS:
+            np.testing.assert_allclose(local[key][1], spark[key][1], rtol=1e-5, atol=1e-6, err_msg=key)
+        metas = [records.read_meta(path) for path in out.values()]
+        assert [(m["encoding"], m["dim"]) for m in metas] == [(encoding, dim)] * 2
+        assert metas[0]["digest"] == metas[1]["digest"]
+
+
 # --- bad input ---------------------------------------------------------------------------------------
 
 

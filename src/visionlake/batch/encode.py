@@ -26,8 +26,29 @@ from .vocabulary import (
     train_vocabulary,
 )
 
-__all__ = ["ASSIGNMENTS", "NORMS", "POOLINGS", "BowEncoder", "nearest_centres", "normalize"]
+__all__ = [
+    "ASSIGNMENTS",
+    "ENCODINGS",
+    "NORMS",
+    "POOLINGS",
+    "BowEncoder",
+    "ImageDescriptorEncoder",
+    "append_image_descriptors",
+    "check_common_params",
+    "descriptor_dim",
+    "feature_batches",
+    "feature_list",
+    "gather",
+    "make_encoder",
+    "nearest_centres",
+    "normalize",
+    "pyramid_cells",
+    "resolve_vocabulary",
+    "vocabulary_name",
+]
 
+#: `--encoding`: bags of words, VLAD, Fisher vectors, or none (the image descriptor, e.g. HOG, alone).
+ENCODINGS = ("bow", "vlad", "fisher", "none")
 POOLINGS = ("sum", "max", "count")
 ASSIGNMENTS = ("hard", "soft")
 NORMS = ("l2", "l1", "power", "none")
@@ -52,7 +73,12 @@ class BowEncoder(TransformerMixin, BaseEstimator):
     pyramid: grid sizes of a spatial pyramid, e.g. (1, 2) gives 1x1 + 2x2 cells, k * 5 dimensions.
     norm: "l2", "l1", "power" (signed square root, then L2: Hellinger) or "none", over the whole vector.
     chunk_size: descriptors per distance block (memory is chunk_size x k floats); None = automatic.
+    image_dim: length of each image's global descriptor (the HOG of features extracted with `hog`),
+    appended L2-normalised after the normalised encoding; 0 = none.
     """
+
+    #: The name `--encoding` gives this encoder (recorded in bag-of-words datasets and models).
+    encoding = "bow"
 
     def __init__(
         self,
@@ -67,6 +93,7 @@ class BowEncoder(TransformerMixin, BaseEstimator):
         seed: int = 0,
         sample: int | None = None,
         chunk_size: int | None = None,
+        image_dim: int = 0,
     ) -> None:
         self.vocabulary = vocabulary
         self.k = k
@@ -79,15 +106,16 @@ class BowEncoder(TransformerMixin, BaseEstimator):
         self.seed = seed
         self.sample = sample
         self.chunk_size = chunk_size
+        self.image_dim = image_dim
 
     # --- scikit-learn -----------------------------------------------------------------------------
 
     def fit(self, X: Sequence[FeatureSet], y: Any = None) -> BowEncoder:
         """Check the parameters, load or train the vocabulary, estimate sigma for soft assignment."""
         self._check_params()
-        sets = _feature_list(X)
+        sets = feature_list(X)
         vocabulary = self._vocabulary(sets)
-        dim = _descriptor_dim(sets)
+        dim = descriptor_dim(sets)
         if dim is not None and dim != vocabulary.dim:
             raise InputError(
                 f"vocabulary {self._vocabulary_name(vocabulary)} has dimension {vocabulary.dim} "
@@ -95,24 +123,28 @@ class BowEncoder(TransformerMixin, BaseEstimator):
             )
         self.vocabulary_ = vocabulary
         self.centers_ = vocabulary.centers
+        self.descriptor_dim_ = vocabulary.dim
         self.sigma_ = self._bandwidth(sets) if self.assign == "soft" else None
-        self.n_features_out_ = vocabulary.k * sum(level * level for level in self.pyramid)
+        self.n_encoded_ = vocabulary.k * sum(level * level for level in self.pyramid)
+        self.n_features_out_ = self.n_encoded_ + self.image_dim
         return self
 
     def transform(self, X: Sequence[FeatureSet]) -> np.ndarray:
         """(n_images, n_features_out_) float32; images without descriptors give zero vectors."""
         check_is_fitted(self, "centers_")
-        sets = _feature_list(X)
-        dim = _descriptor_dim(sets)
+        sets = feature_list(X)
+        dim = descriptor_dim(sets)
         if dim is not None and dim != self.centers_.shape[1]:
             raise InputError(
                 f"vocabulary {self._vocabulary_name(self.vocabulary_)} has dimension {self.centers_.shape[1]} "
                 f"but the features have dimension {dim}"
             )
         out = np.zeros((len(sets), self.n_features_out_), np.float32)
-        for lo, hi in self._batches(sets):
-            self._pool_into(sets[lo:hi], out[lo:hi])
-        return normalize(out, self.norm)
+        encoded = out[:, : self.n_encoded_]
+        for lo, hi in feature_batches(sets, self.n_encoded_):
+            self._pool_into(sets[lo:hi], encoded[lo:hi])
+        normalize(encoded, self.norm)
+        return append_image_descriptors(out, sets, self.image_dim)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -127,6 +159,7 @@ class BowEncoder(TransformerMixin, BaseEstimator):
         params["pyramid"] = [int(level) for level in self.pyramid]
         return {
             "kind": "bow",
+            "encoding": self.encoding,
             "params": params,
             "k": self.vocabulary_.k,
             "sigma": self.sigma_,
@@ -147,49 +180,17 @@ class BowEncoder(TransformerMixin, BaseEstimator):
                 raise InputError(f"unknown {name} {value!r}: use one of {', '.join(valid)}")
         if self.pooling == "count" and self.assign != "hard":
             raise InputError("pooling='count' counts hard assignments: use assign='hard', or pooling='sum'")
-        levels = self.pyramid
-        if (
-            not isinstance(levels, Sequence)
-            or not levels
-            or not all(_is_int(level) and level >= 1 for level in levels)
-        ):
-            raise InputError(
-                f"pyramid must be a non-empty list of grid sizes >= 1, e.g. (1, 2), not {levels!r}"
-            )
+        check_common_params(self)
         if not _is_int(self.soft_neighbours) or self.soft_neighbours < 1:
             raise InputError(f"soft_neighbours must be an integer >= 1, not {self.soft_neighbours!r}")
-        if self.chunk_size is not None and (not _is_int(self.chunk_size) or self.chunk_size < 1):
-            raise InputError(
-                f"chunk_size must be an integer >= 1 (or None for automatic), not {self.chunk_size!r}"
-            )
         if self.sigma is not None and (not isinstance(self.sigma, int | float) or not self.sigma > 0):
             raise InputError(f"sigma must be a number > 0 (or None to estimate it), not {self.sigma!r}")
-        vocabulary = self.vocabulary
-        if vocabulary is not None and not isinstance(vocabulary, Vocabulary | str | os.PathLike):
-            raise InputError(
-                f"vocabulary must be a Vocabulary, the path of a saved one or None, not {type(vocabulary).__name__}"
-            )
 
     def _vocabulary(self, sets: list[FeatureSet]) -> Vocabulary:
-        if isinstance(self.vocabulary, Vocabulary):
-            return self.vocabulary
-        if self.vocabulary is not None:
-            return Vocabulary.load(self.vocabulary)
-        counts = np.array([s.n_keypoints for s in sets], np.int64)
-        total = int(counts.sum())
-        if total == 0:
-            raise InputError(
-                f"cannot train a vocabulary of k={self.k} words: the features hold no descriptors"
-            )
-        rows = sample_rows(total, self.sample, self.seed)
-        vocabulary = train_vocabulary(_gather(sets, counts, rows), self.k, seed=self.seed)
-        vocabulary.meta.update(n_descriptors=total, sample=self.sample)
-        return vocabulary
+        return resolve_vocabulary(self.vocabulary, sets, self.k, self.sample, self.seed)
 
     def _vocabulary_name(self, vocabulary: Vocabulary) -> str:
-        if isinstance(self.vocabulary, str | os.PathLike):
-            return repr(os.fspath(self.vocabulary))
-        return f"(k={vocabulary.k})"
+        return vocabulary_name(self.vocabulary, vocabulary)
 
     def _bandwidth(self, sets: list[FeatureSet]) -> float:
         if self.sigma is not None:
@@ -198,23 +199,11 @@ class BowEncoder(TransformerMixin, BaseEstimator):
         total = int(counts.sum())
         if total == 0:
             raise InputError("cannot estimate sigma for soft assignment: the features hold no descriptors")
-        sample = _gather(sets, counts, sample_rows(total, SIGMA_SAMPLE, self.seed))
+        sample = gather(sets, counts, sample_rows(total, SIGMA_SAMPLE, self.seed))
         _, sq = nearest_centres(sample, self.centers_, self.chunk_size)
         return float(np.sqrt(max(float(sq.mean(dtype=np.float64)), 1e-12)))
 
     # --- encoding ---------------------------------------------------------------------------------
-
-    def _batches(self, sets: list[FeatureSet]) -> Iterator[tuple[int, int]]:
-        """Runs of images small enough to stack: bounded descriptors and output cells per batch."""
-        max_images = max(1, _BATCH_CELLS // self.n_features_out_)
-        lo = rows = 0
-        for i, s in enumerate(sets):
-            if i > lo and (rows + s.n_keypoints > _BATCH_ROWS or i - lo >= max_images):
-                yield lo, i
-                lo, rows = i, 0
-            rows += s.n_keypoints
-        if lo < len(sets):
-            yield lo, len(sets)
 
     def _pool_into(self, sets: list[FeatureSet], out: np.ndarray) -> None:
         counts = np.array([s.n_keypoints for s in sets], np.int64)
@@ -223,13 +212,13 @@ class BowEncoder(TransformerMixin, BaseEstimator):
         descriptors = np.concatenate([s.descriptors for s in sets if s.n_keypoints])
         words, weights = self._assign(descriptors)
         image = np.repeat(np.arange(len(sets), dtype=np.int64), counts)
-        cells = self._cells(sets, counts)  # (n, levels) cell index within the image's vector
+        cells = pyramid_cells(sets, counts, self.pyramid)  # (n, levels) cell within the image's vector
         k = self.centers_.shape[0]
-        n_cells = self.n_features_out_ // k
+        n_cells = self.n_encoded_ // k
         base = (image[:, None] * n_cells + cells) * k  # (n, levels)
         flat = (base[:, :, None] + words[:, None, :]).ravel()  # (n, levels, m)
         w = np.broadcast_to(weights[:, None, :], (len(words), cells.shape[1], words.shape[1])).ravel()
-        size = len(sets) * self.n_features_out_
+        size = len(sets) * self.n_encoded_
         if self.pooling == "max":
             pooled = np.zeros(size, np.float32)
             np.maximum.at(pooled, flat, w)
@@ -249,25 +238,92 @@ class BowEncoder(TransformerMixin, BaseEstimator):
         weights /= weights.sum(axis=1, keepdims=True)
         return words, weights
 
-    def _cells(self, sets: list[FeatureSet], counts: np.ndarray) -> np.ndarray:
-        """Each descriptor's pyramid cell per level, numbered level by level, row-major within a level."""
-        if tuple(self.pyramid) == (1,):
-            return np.zeros((int(counts.sum()), 1), np.int64)
-        for s in sets:
-            if s.keypoints.shape != (s.n_keypoints, 2):
+
+class ImageDescriptorEncoder(TransformerMixin, BaseEstimator):
+    """The image descriptor of each image (the global HOG) alone, normalised: `--encoding none`.
+
+    Local descriptors, if any, are ignored, so no vocabulary is needed. image_dim: the descriptor
+    length (the features' `image_descriptor.dim`). norm: "l2", "l1", "power" or "none".
+    """
+
+    encoding = "none"
+
+    def __init__(self, image_dim: int = 0, norm: str = "l2") -> None:
+        self.image_dim = image_dim
+        self.norm = norm
+
+    def fit(self, X: Sequence[FeatureSet], y: Any = None) -> ImageDescriptorEncoder:
+        """Check the parameters; `X` is not used."""
+        if self.norm not in NORMS:
+            raise InputError(f"unknown norm {self.norm!r}: use one of {', '.join(NORMS)}")
+        if not _is_int(self.image_dim) or self.image_dim < 1:
+            raise InputError(
+                f"image_dim must be the image descriptor's length (>= 1), not {self.image_dim!r}: "
+                "extract features with a global descriptor (--algo hog or --hog)"
+            )
+        self.descriptor_dim_ = None  # local descriptors of any dimension are ignored
+        self.n_features_out_ = int(self.image_dim)
+        return self
+
+    def transform(self, X: Sequence[FeatureSet]) -> np.ndarray:
+        check_is_fitted(self, "n_features_out_")
+        sets = feature_list(X)
+        missing = [s.key for s in sets if s.image_descriptor is None]
+        if missing:
+            raise InputError(
+                f"features of {missing[0]!r} have no image descriptor: --encoding none needs features "
+                "extracted with --algo hog or --hog"
+            )
+        out = np.zeros((len(sets), self.n_features_out_), np.float32)
+        for i, s in enumerate(sets):
+            if s.image_descriptor.shape != (self.image_dim,):
                 raise InputError(
-                    f"features of {s.key!r} have {s.n_keypoints} descriptors but keypoints of shape "
-                    f"{s.keypoints.shape}: a spatial pyramid needs one (x, y) per descriptor"
+                    f"features of {s.key!r} have an image descriptor of length {s.image_descriptor.size}, "
+                    f"but the encoder expects {self.image_dim}"
                 )
-        points = np.concatenate([s.keypoints for s in sets if s.n_keypoints])
-        cells = np.empty((len(points), len(self.pyramid)), np.int64)
-        offset = 0
-        for j, level in enumerate(self.pyramid):
-            col = np.clip((points[:, 0] * level).astype(np.int64), 0, level - 1)
-            row = np.clip((points[:, 1] * level).astype(np.int64), 0, level - 1)
-            cells[:, j] = offset + row * level + col
-            offset += level * level
-        return cells
+            out[i] = s.image_descriptor
+        return normalize(out, self.norm)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        return tags
+
+    def meta(self) -> dict[str, Any]:
+        check_is_fitted(self, "n_features_out_")
+        return {
+            "kind": "bow",
+            "encoding": self.encoding,
+            "params": self.get_params(),
+            "dim": self.n_features_out_,
+            "n_features_out": self.n_features_out_,
+        }
+
+
+def make_encoder(encoding: str, vocabulary: Any = None, **params: Any) -> Any:
+    """An unfitted encoder by `--encoding` name; InputError lists the names for an unknown one.
+
+    A parameter the encoder does not take is an InputError naming it and the ones it takes.
+    """
+    if encoding == "bow":
+        cls: Any = BowEncoder
+    elif encoding == "vlad":
+        from .vlad import VladEncoder as cls
+    elif encoding == "fisher":
+        from .fisher import FisherEncoder as cls
+    elif encoding == "none":
+        cls = ImageDescriptorEncoder
+    else:
+        raise InputError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+    accepted = cls._get_param_names()
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InputError(
+            f"--encoding {encoding} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}"
+        )
+    if encoding != "none":
+        params["vocabulary"] = vocabulary
+    return cls(**params)
 
 
 def normalize(vectors: np.ndarray, norm: str) -> np.ndarray:
@@ -287,7 +343,11 @@ def normalize(vectors: np.ndarray, norm: str) -> np.ndarray:
     return vectors
 
 
-def _feature_list(X: Any) -> list[FeatureSet]:
+# --- shared by the encoders (bag of words, VLAD, Fisher vectors) ----------------------------------
+
+
+def feature_list(X: Any) -> list[FeatureSet]:
+    """X as a list of FeatureSets; InputError names the first item that is not one."""
     sets = list(X)
     for i, s in enumerate(sets):
         if not isinstance(s, FeatureSet):
@@ -297,7 +357,7 @@ def _feature_list(X: Any) -> list[FeatureSet]:
     return sets
 
 
-def _descriptor_dim(sets: list[FeatureSet]) -> int | None:
+def descriptor_dim(sets: list[FeatureSet]) -> int | None:
     """The descriptor dimension shared by all sets (empty matrices keep their (0, dim) shape)."""
     dims = {int(s.descriptors.shape[1]) for s in sets if s.descriptors.ndim == 2}
     if len(dims) > 1:
@@ -305,7 +365,7 @@ def _descriptor_dim(sets: list[FeatureSet]) -> int | None:
     return dims.pop() if dims else None
 
 
-def _gather(sets: list[FeatureSet], counts: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+def gather(sets: list[FeatureSet], counts: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
     """Stacked float32 descriptors of `sets`, only the global `rows` (sorted) when given."""
     if rows is None:
         return np.concatenate([s.descriptors for s in sets if s.n_keypoints]).astype(np.float32, copy=False)
@@ -315,6 +375,120 @@ def _gather(sets: list[FeatureSet], counts: np.ndarray, rows: np.ndarray | None)
     for i in np.flatnonzero(bounds[1:] > bounds[:-1]):
         lo, hi = bounds[i], bounds[i + 1]
         out[lo:hi] = sets[i].descriptors[rows[lo:hi] - starts[i]]
+    return out
+
+
+def feature_batches(
+    sets: list[FeatureSet], n_out: int, max_rows: int = _BATCH_ROWS
+) -> Iterator[tuple[int, int]]:
+    """Runs of images small enough to stack: bounded descriptors and image x `n_out` cells per batch."""
+    max_images = max(1, _BATCH_CELLS // max(n_out, 1))
+    lo = rows = 0
+    for i, s in enumerate(sets):
+        if i > lo and (rows + s.n_keypoints > max_rows or i - lo >= max_images):
+            yield lo, i
+            lo, rows = i, 0
+        rows += s.n_keypoints
+    if lo < len(sets):
+        yield lo, len(sets)
+
+
+def pyramid_cells(sets: list[FeatureSet], counts: np.ndarray, pyramid: Sequence[int]) -> np.ndarray:
+    """Each descriptor's spatial-pyramid cell per level: (n, levels) int64, numbered level by level
+    (row-major within a level), so a level-(1, 2) pyramid has cells 0 (whole image) and 1-4."""
+    if tuple(pyramid) == (1,):
+        return np.zeros((int(counts.sum()), 1), np.int64)
+    for s in sets:
+        if s.keypoints.shape != (s.n_keypoints, 2):
+            raise InputError(
+                f"features of {s.key!r} have {s.n_keypoints} descriptors but keypoints of shape "
+                f"{s.keypoints.shape}: a spatial pyramid needs one (x, y) per descriptor"
+            )
+    if not counts.any():
+        return np.zeros((0, len(pyramid)), np.int64)
+    points = np.concatenate([s.keypoints for s in sets if s.n_keypoints])
+    cells = np.empty((len(points), len(pyramid)), np.int64)
+    offset = 0
+    for j, level in enumerate(pyramid):
+        col = np.clip((points[:, 0] * level).astype(np.int64), 0, level - 1)
+        row = np.clip((points[:, 1] * level).astype(np.int64), 0, level - 1)
+        cells[:, j] = offset + row * level + col
+        offset += level * level
+    return cells
+
+
+def resolve_vocabulary(
+    vocabulary: Vocabulary | str | os.PathLike[str] | None,
+    sets: list[FeatureSet],
+    k: int,
+    sample: int | None,
+    seed: int,
+) -> Vocabulary:
+    """The encoder's vocabulary: the one given, the saved one at a path, or k words trained on `sets`."""
+    if isinstance(vocabulary, Vocabulary):
+        return vocabulary
+    if vocabulary is not None:
+        return Vocabulary.load(vocabulary)
+    counts = np.array([s.n_keypoints for s in sets], np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        raise InputError(f"cannot train a vocabulary of k={k} words: the features hold no descriptors")
+    rows = sample_rows(total, sample, seed)
+    trained = train_vocabulary(gather(sets, counts, rows), k, seed=seed)
+    trained.meta.update(n_descriptors=total, sample=sample)
+    return trained
+
+
+def vocabulary_name(vocabulary: Any, fitted: Vocabulary) -> str:
+    """How messages name an encoder's vocabulary: its path when it came from a file, else its size."""
+    if isinstance(vocabulary, str | os.PathLike):
+        return repr(os.fspath(vocabulary))
+    return f"(k={fitted.k})"
+
+
+def check_common_params(encoder: Any) -> None:
+    """InputError for a bad `norm`, `pyramid`, `chunk_size`, `image_dim` or `vocabulary` of an encoder."""
+    if encoder.norm not in NORMS:
+        raise InputError(f"unknown norm {encoder.norm!r}: use one of {', '.join(NORMS)}")
+    levels = encoder.pyramid
+    if (
+        not isinstance(levels, Sequence)
+        or not levels
+        or not all(_is_int(level) and level >= 1 for level in levels)
+    ):
+        raise InputError(f"pyramid must be a non-empty list of grid sizes >= 1, e.g. (1, 2), not {levels!r}")
+    chunk = encoder.chunk_size
+    if chunk is not None and (not _is_int(chunk) or chunk < 1):
+        raise InputError(f"chunk_size must be an integer >= 1 (or None for automatic), not {chunk!r}")
+    if not _is_int(encoder.image_dim) or encoder.image_dim < 0:
+        raise InputError(f"image_dim must be an integer >= 0 (0 = none), not {encoder.image_dim!r}")
+    vocabulary = encoder.vocabulary
+    if vocabulary is not None and not isinstance(vocabulary, Vocabulary | str | os.PathLike):
+        raise InputError(
+            f"vocabulary must be a Vocabulary, the path of a saved one or None, not {type(vocabulary).__name__}"
+        )
+
+
+def append_image_descriptors(out: np.ndarray, sets: list[FeatureSet], image_dim: int) -> np.ndarray:
+    """Fill the last `image_dim` columns of `out` with each image's L2-normalised global descriptor.
+
+    Both parts have unit length, so neither drowns the other in a linear classifier. An image without
+    one (a decode that gave no HOG window) keeps zeros there.
+    """
+    if not image_dim:
+        return out
+    tail = out[:, out.shape[1] - image_dim :]
+    for i, s in enumerate(sets):
+        d = s.image_descriptor
+        if d is None:
+            continue
+        if d.shape != (image_dim,):
+            raise InputError(
+                f"features of {s.key!r} have an image descriptor of length {d.size}, "
+                f"but the encoder expects {image_dim}"
+            )
+        tail[i] = d
+    normalize(tail, "l2")
     return out
 
 

@@ -1,9 +1,14 @@
-"""Local image features (SIFT, ORB, AKAZE, dense SIFT) as a scikit-learn transformer.
+"""Image features (SIFT, ORB, AKAZE, dense SIFT; a global HOG) as a scikit-learn transformer.
 
 One `FeatureExtractor` serves the local engine, Spark executors and `sklearn.pipeline.Pipeline`: it
 holds only its parameters, builds its OpenCV detector lazily and drops it when pickled (OpenCV objects
 do not pickle). Every image that decodes gives a `FeatureSet`, also when it has no keypoints (an empty
 matrix), so no row is lost between steps; descriptors keep their native dtype (float32 or uint8).
+
+A global HOG (Dalal & Triggs over the whole image, stretched to a square window) is a feature type of
+its own (`algo="hog"`: no local descriptors, only the image's HOG) or an addition to local features
+(`hog=True`); it travels as the FeatureSet's `image_descriptor`, which the encoders append to their
+vectors.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from .records import FeatureSet, ImageRecord
 
 __all__ = ["ALGORITHMS", "FeatureExtractor", "decode_grey"]
 
-ALGORITHMS = ("sift", "orb", "akaze", "dense-sift")
+ALGORITHMS = ("sift", "orb", "akaze", "dense-sift", "hog")
 
 #: Descriptor length and stored dtype of each algorithm (OpenCV 4.x). OpenCV's SIFT hands back float32
 #: matrices of whole numbers 0-255 (it rounds every value to a byte inside), so they are stored as
@@ -32,7 +37,10 @@ _LAYOUT = {
     "dense-sift": (128, "uint8"),
     "orb": (32, "uint8"),
     "akaze": (61, "uint8"),
+    "hog": (0, "float32"),  # no local descriptors: the HOG is the image descriptor
 }
+#: HOG layout: blocks of 2 x 2 cells moved by one cell, 9 unsigned orientation bins (Dalal & Triggs).
+HOG_BINS = 9
 #: The algorithms with gradient-histogram descriptors, which RootSIFT applies to.
 _SIFT_FAMILY = ("sift", "dense-sift")
 
@@ -78,6 +86,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     (0 = keep). dense_step: grid spacing in pixels of dense-sift. dense_sizes: patch widths in pixels
     that dense-sift describes at every grid point (one descriptor per point and size). root: RootSIFT
     (L1-normalise, then square root; float32 descriptors), for sift and dense-sift only.
+    hog: also compute a global HOG of each image (`image_descriptor`); implied by algo="hog", which
+    computes only that. hog_size: the HOG window, a square of that many pixels the whole image is
+    resized to (aspect ratio not kept). hog_cell: HOG cell side in pixels (blocks of 2 x 2 cells,
+    stride one cell, 9 bins): (hog_size / hog_cell - 1)² x 36 values, 1,764 for 64 / 8.
 
     Keypoints are x, y fractions of the image's width and height, so they mean the same place whatever
     `size` did (a spatial pyramid needs that). The extractor learns nothing from data: `fit` checks the
@@ -92,6 +104,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         dense_step: int = 8,
         dense_sizes: tuple[int, ...] = (16,),
         root: bool = False,
+        hog: bool = False,
+        hog_size: int = 64,
+        hog_cell: int = 8,
     ) -> None:
         self.algo = algo
         self.max_keypoints = max_keypoints
@@ -99,6 +114,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.dense_step = dense_step
         self.dense_sizes = dense_sizes
         self.root = root
+        self.hog = hog
+        self.hog_size = hog_size
+        self.hog_cell = hog_cell
 
     # --- scikit-learn -----------------------------------------------------------------------------
 
@@ -108,7 +126,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.descriptor_dim_, self.descriptor_dtype_ = _LAYOUT[self.algo]
         if self.root:
             self.descriptor_dtype_ = "float32"
+        self.with_hog_ = bool(self.hog) or self.algo == "hog"
+        side = self.hog_size // self.hog_cell - 1
+        self.image_dim_ = side * side * 4 * HOG_BINS if self.with_hog_ else 0
         self._detector = None
+        self._hog = None
         self._grids: dict[tuple[int, int], tuple[cv2.KeyPoint, ...]] = {}
         return self
 
@@ -137,6 +159,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         # OpenCV detectors and KeyPoints do not pickle; they are rebuilt on first use.
         state = super().__getstate__()
         state.pop("_detector", None)
+        state.pop("_hog", None)
         state.pop("_grids", None)
         return state
 
@@ -166,13 +189,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self._ensure_fitted()
         params = self.get_params()
         params["dense_sizes"] = list(params["dense_sizes"])
-        return {
+        meta = {
             "kind": "features",
             "algo": self.algo,
             "dim": self.descriptor_dim_,
             "dtype": self.descriptor_dtype_,
             "params": params,
         }
+        if self.with_hog_:
+            meta["image_descriptor"] = {"kind": "hog", "dim": self.image_dim_}
+        return meta
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -206,6 +232,20 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 )
         if self.root and self.algo not in _SIFT_FAMILY:
             raise InputError(f"root (RootSIFT) needs float descriptors; {self.algo!r} gives binary ones")
+        if not isinstance(self.hog, bool | np.bool_):
+            raise InputError(f"hog must be True or False, not {self.hog!r}")
+        if not _is_int(self.hog_cell) or self.hog_cell < 2:
+            raise InputError(f"hog_cell must be an integer >= 2 pixels, not {self.hog_cell!r}")
+        if (
+            not _is_int(self.hog_size)
+            or self.hog_size < 2 * self.hog_cell
+            or self.hog_size % self.hog_cell
+            or self.hog_size > 4096
+        ):
+            raise InputError(
+                f"hog_size must be a multiple of hog_cell ({self.hog_cell}) from {2 * self.hog_cell} "
+                f"to 4096 pixels, not {self.hog_size!r}"
+            )
 
     def _ensure_fitted(self) -> None:
         if not hasattr(self, "descriptor_dim_"):
@@ -228,6 +268,17 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _extract(self, grey: np.ndarray, key: str, label: str | None) -> FeatureSet:
         height, width = grey.shape[:2]
+        image = self._global_hog(grey) if self.with_hog_ else None
+        if self.algo == "hog":
+            return FeatureSet(
+                key=key,
+                label=label,
+                width=width,
+                height=height,
+                descriptors=np.zeros((0, 0), np.float32),
+                keypoints=np.zeros((0, 2), np.float32),
+                image_descriptor=image,
+            )
         work = self._resize(grey)
         h, w = work.shape[:2]
         keypoints, desc = self._detect(work)
@@ -245,8 +296,32 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             points /= np.array([w, h], np.float32)
             np.clip(points, 0.0, 1.0, out=points)
         return FeatureSet(
-            key=key, label=label, width=width, height=height, descriptors=desc, keypoints=points
+            key=key,
+            label=label,
+            width=width,
+            height=height,
+            descriptors=desc,
+            keypoints=points,
+            image_descriptor=image,
         )
+
+    def _global_hog(self, grey: np.ndarray) -> np.ndarray:
+        """The HOG of the whole image stretched to hog_size x hog_size: float32 (image_dim_,)."""
+        side = self.hog_size
+        h, w = grey.shape[:2]
+        if (h, w) != (side, side):
+            shrink = h > side and w > side
+            grey = cv2.resize(
+                grey, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            )
+        if getattr(self, "_hog", None) is None:
+            cell, block = (self.hog_cell, self.hog_cell), (2 * self.hog_cell, 2 * self.hog_cell)
+            self._hog = cv2.HOGDescriptor((side, side), block, cell, cell, HOG_BINS)
+        try:
+            values = self._hog.compute(grey)
+        except cv2.error as exc:
+            raise FrameError(f"OpenCV HOG failed on a {w}x{h} image: {exc}") from exc
+        return np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
 
     def _detect(self, grey: np.ndarray) -> tuple[Sequence[cv2.KeyPoint], np.ndarray | None]:
         h, w = grey.shape[:2]

@@ -88,17 +88,51 @@ def train_vocabulary_file(
     seed: int = 0,
     max_iter: int = 100,
     overwrite: bool = False,
+    gmm: bool = False,
+    pca_dim: int | None = 64,
 ) -> Any:
-    """Train a k-word vocabulary on `features` and save it (centres + metadata) to `out`."""
+    """Train a k-word vocabulary on `features` and save it (centres + metadata) to `out`.
+
+    gmm: also fit what Fisher vectors need, PCA to `pca_dim` dimensions and a diagonal GMM of k
+    components started from the k-means centres (at most fisher.GMM_MAX_ITER EM iterations), on this
+    machine, on a sample of `sample` descriptors (fisher.GMM_SAMPLE when None), saved in the same file.
+    """
     meta = read_meta(features)
     _require_kind(meta, "features", features, "features extract")
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
+    if meta.get("dim") == 0:
+        raise InputError(
+            f"{features!r} holds {meta.get('algo')} features: no local descriptors to train a vocabulary on "
+            "(encode them with --encoding none)"
+        )
     with _fresh_output(out, overwrite) as tmp:
         vocab = engine.train_vocabulary(features, k, sample=sample, seed=seed, max_iter=max_iter)
         vocab.meta.setdefault("features", os.path.abspath(features))
+        if gmm:
+            _add_gmm(vocab, features, sample=sample, seed=seed, pca_dim=pca_dim)
         vocab.save(tmp)
     return vocab
+
+
+def _add_gmm(vocab: Any, features: str, *, sample: int | None, seed: int, pca_dim: int | None) -> None:
+    from .fisher import GMM_MAX_ITER, GMM_SAMPLE, fit_gmm
+    from .vocabulary import read_descriptors
+
+    started = time.perf_counter()
+    n = GMM_SAMPLE if sample is None else sample
+    descriptors, _ = read_descriptors(features, sample=n, seed=seed)
+    gmm = fit_gmm(descriptors, vocab.k, pca_dim=pca_dim, seed=seed, init_centers=vocab.centers)
+    vocab.arrays.update(gmm.to_arrays())
+    vocab.meta["gmm"] = {
+        "k": gmm.k,
+        "pca_dim": pca_dim,
+        "reduced_dim": gmm.reduced_dim,
+        "covariance": "diag",
+        "max_iter": GMM_MAX_ITER,
+        "n_descriptors": len(descriptors),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _load_vocabulary(path: str, features_meta: dict[str, Any], features: str) -> Any:
@@ -119,37 +153,77 @@ def _load_vocabulary(path: str, features_meta: dict[str, Any], features: str) ->
     return vocab
 
 
-def encoding_digest(vocab: Any, encoder_params: dict[str, Any]) -> str:
-    """Identifies an encoding: the vocabulary's centres plus the encoder settings that shape vectors."""
-    h = hashlib.sha256(np.ascontiguousarray(vocab.centers, dtype=np.float32).tobytes())
+def encoding_digest(vocab: Any, encoder_params: dict[str, Any], encoding: str = "bow") -> str:
+    """Identifies an encoding: the vocabulary's centres (and GMM), the encoding and its settings."""
+    h = hashlib.sha256()
+    if vocab is not None:
+        h.update(np.ascontiguousarray(vocab.centers, dtype=np.float32).tobytes())
+        for name in sorted(vocab.arrays):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(vocab.arrays[name]).tobytes())
     settings = {k: v for k, v in encoder_params.items() if k not in ("vocabulary", "chunk_size")}
+    if encoding != "bow":  # bags of words keep the digests they had before other encodings existed
+        settings["encoding"] = encoding
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
 def encode_features(
     features: str,
-    vocabulary: str,
+    vocabulary: str | None,
     out: str,
     engine: Engine,
     encoder_params: dict[str, Any] | None = None,
     progress: Progress = None,
     overwrite: bool = False,
+    encoding: str = "bow",
 ) -> Any:
-    """Bags of visual words of every row of `features` with the saved `vocabulary`, into `out`."""
-    from .encode import BowEncoder
+    """Encode every row of `features` into `out`: one vector per image.
 
+    encoding: "bow" (bags of visual words), "vlad", "fisher" (needs a vocabulary trained with
+    `gmm=True`) or "none" (the features' image descriptor alone, no vocabulary). An image descriptor
+    (HOG) in the features is appended to the bow, vlad and fisher vectors.
+    """
+    from .encode import ENCODINGS, make_encoder
+
+    if encoding not in ENCODINGS:
+        raise InputError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
     meta = read_meta(features)
     _require_kind(meta, "features", features, "features extract")
-    vocab = _load_vocabulary(vocabulary, meta, features)
     params = dict(encoder_params or {})
-    encoder = BowEncoder(vocabulary=vocab, **params)
+    image_dim = int((meta.get("image_descriptor") or {}).get("dim", 0))
+    params["image_dim"] = image_dim
+    if encoding == "none":
+        if vocabulary is not None:
+            raise InputError("--encoding none encodes the image descriptor alone: it takes no vocabulary")
+        if not image_dim:
+            raise InputError(
+                f"{features!r} has no image descriptor to encode with --encoding none: "
+                "extract features with --algo hog (or --hog)"
+            )
+        vocab = None
+    else:
+        if meta.get("dim") == 0:
+            raise InputError(
+                f"{features!r} holds {meta.get('algo')} features, no local descriptors to encode with "
+                f"--encoding {encoding}: use --encoding none, or extract local features with --hog"
+            )
+        if vocabulary is None:
+            raise InputError(f"--encoding {encoding} needs a vocabulary (`visionlake vocab train`)")
+        vocab = _load_vocabulary(vocabulary, meta, features)
+        if encoding == "fisher" and not any(name.startswith("fisher_") for name in vocab.arrays):
+            raise InputError(
+                f"vocabulary {vocabulary!r} has no GMM for Fisher vectors: train it with "
+                "`visionlake vocab train --gmm`"
+            )
+    encoder = make_encoder(encoding, vocab, **params)
     # soft assignment estimates its bandwidth from descriptors: the first rows are enough for a median
-    encoder.fit(_first_feature_sets(features, meta) if params.get("assign") == "soft" else [])
-    if encoder.sigma_ is not None:
+    soft = encoding == "bow" and params.get("assign") == "soft"
+    encoder.fit(_first_feature_sets(features, meta) if soft else [])
+    if getattr(encoder, "sigma_", None) is not None:
         encoder.sigma = float(encoder.sigma_)  # recorded, so the model rebuilds the same encoder
-    encoder.digest_ = encoding_digest(vocab, encoder.get_params())
-    encoder.vocabulary_path_ = os.path.abspath(vocabulary)
+    encoder.digest_ = encoding_digest(vocab, encoder.get_params(), encoding)
+    encoder.vocabulary_path_ = None if vocabulary is None else os.path.abspath(vocabulary)
     with _fresh_output(out, overwrite) as tmp:
         report = engine.encode(features, encoder, tmp, progress)
     report.out = os.fspath(out)
@@ -203,7 +277,7 @@ def train_classifier(
     """Train a classifier on `bow` and save the whole pipeline (extractor, encoder, classifier)."""
     from sklearn.pipeline import Pipeline
 
-    from .encode import BowEncoder
+    from .encode import make_encoder
     from .features import FeatureExtractor
 
     started = time.perf_counter()
@@ -212,15 +286,18 @@ def train_classifier(
     y = check_labels(labels, f"bag-of-words dataset {bow!r}")
     out = check_output(out, overwrite)  # before the training; the old model stays until the new is saved
     features_meta = meta.get("features_meta") or {}
+    encoding = meta.get("encoding", "bow")
     vocab_path = vocabulary or meta.get("vocabulary_path")
-    if not vocab_path or not os.path.isfile(vocab_path):
-        raise InputError(
-            f"the vocabulary {vocab_path!r} used to encode {bow!r} is not there; pass it with --vocab"
-        )
-    vocab = _load_vocabulary(vocab_path, features_meta, bow)
-    encoder = BowEncoder(vocabulary=vocab, **meta.get("encoder_params", {}))
+    vocab = None
+    if encoding != "none":
+        if not vocab_path or not os.path.isfile(vocab_path):
+            raise InputError(
+                f"the vocabulary {vocab_path!r} used to encode {bow!r} is not there; pass it with --vocab"
+            )
+        vocab = _load_vocabulary(vocab_path, features_meta, bow)
+    encoder = make_encoder(encoding, vocab, **meta.get("encoder_params", {}))
     encoder.fit([])
-    if encoding_digest(vocab, encoder.get_params()) != meta.get("digest"):
+    if encoding_digest(vocab, encoder.get_params(), encoding) != meta.get("digest"):
         raise InputError(f"vocabulary {vocab_path!r} is not the one {bow!r} was encoded with")
     extractor = FeatureExtractor(**features_meta.get("params", {}))
     extractor.fit([])
@@ -236,8 +313,9 @@ def train_classifier(
             "images": len(keys),
             "train_accuracy": train_accuracy,
             "digest": meta.get("digest"),
+            "encoding": encoding,
             "bow": os.path.abspath(bow),
-            "vocabulary": os.path.abspath(vocab_path),
+            "vocabulary": os.path.abspath(vocab_path) if vocab is not None else None,
             "features": features_meta,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
@@ -271,31 +349,58 @@ def evaluate_model(model_path: str, bow: str, engine: Engine) -> Evaluation:
 # --- the whole chain -----------------------------------------------------------------------------
 
 
+#: Vocabulary (or GMM) size of each encoding when BovwConfig.k is None: VLAD and Fisher vectors hold
+#: k x 128 (k x 2 x 64) values per image, so far fewer words than a bag of words reach the same length.
+DEFAULT_K = {"bow": 512, "vlad": 64, "fisher": 64, "none": 0}
+#: Encoder parameters of each encoding when BovwConfig.encoder is None (the measured ones for bow).
+DEFAULT_ENCODER: dict[str, dict[str, Any]] = {
+    "bow": {"pooling": "sum", "assign": "soft", "norm": "power", "pyramid": (1, 2)},
+    "vlad": {"norm": "power", "pyramid": (1,)},
+    "fisher": {"norm": "power", "pyramid": (1,)},
+    "none": {"norm": "l2"},
+}
+
+
 @dataclass
 class BovwConfig:
     """Every knob of the chain, with the defaults that reach the documented Fashion-MNIST accuracy.
 
     `visionlake bovw run` has the same defaults (tests/batch/test_bovw.py checks that they agree).
+    encoding: "bow", "vlad", "fisher" or "none" (with algo="hog": the HOG alone). k None and encoder
+    None take the encoding's defaults (DEFAULT_K, DEFAULT_ENCODER); encoder entries given replace
+    those defaults one by one. pca_dim: PCA dimensions before the GMM of Fisher vectors.
     """
 
     algo: str = "dense-sift"
     max_keypoints: int = 0
     size: int = 64
-    # other FeatureExtractor parameters
+    # other FeatureExtractor parameters (hog=True appends a global HOG to every encoding)
     extractor: dict[str, Any] = field(default_factory=lambda: {"dense_step": 4, "root": True})
-    k: int = 512
+    encoding: str = "bow"
+    k: int | None = None
     sample: int | None = 200_000
     seed: int = 0
     max_iter: int = 100
-    # BowEncoder parameters (pooling, norm, ...)
-    encoder: dict[str, Any] = field(
-        default_factory=lambda: {"pooling": "sum", "assign": "soft", "norm": "power", "pyramid": (1, 2)}
-    )
+    # parameters of the encoder (BowEncoder: pooling, assign, norm, pyramid, ...)
+    encoder: dict[str, Any] | None = None
+    pca_dim: int | None = 64
     classifier: str = "linear-svm"
     c: float = 1.0
 
     def extractor_params(self) -> dict[str, Any]:
         return {"algo": self.algo, "max_keypoints": self.max_keypoints, "size": self.size, **self.extractor}
+
+    def vocabulary_size(self) -> int:
+        self._check_encoding()
+        return DEFAULT_K[self.encoding] if self.k is None else self.k
+
+    def encoder_params(self) -> dict[str, Any]:
+        self._check_encoding()
+        return {**DEFAULT_ENCODER[self.encoding], **(self.encoder or {})}
+
+    def _check_encoding(self) -> None:
+        if self.encoding not in DEFAULT_K:
+            raise InputError(f"unknown encoding {self.encoding!r}: use one of {', '.join(DEFAULT_K)}")
 
 
 @dataclass
@@ -334,6 +439,15 @@ def run_bovw(
     from .dataset import open_dataset
     from .features import FeatureExtractor
 
+    encoding, k, encoder_params = config.encoding, config.vocabulary_size(), config.encoder_params()
+    global_only = config.algo == "hog"
+    if global_only != (encoding == "none"):
+        raise InputError(
+            "--algo hog gives only a global HOG per image: use it with --encoding none"
+            if global_only
+            else f"--encoding none needs --algo hog, not --algo {config.algo} (add --hog to append a HOG)"
+        )
+    FeatureExtractor(**config.extractor_params()).fit()  # bad extractor settings fail before any work
     datasets = {"train": open_dataset(train), "test": open_dataset(test)}
     os.makedirs(workdir, exist_ok=True)
     path = {name: os.path.join(workdir, name) for name in ("vocabulary.npz", "model.joblib")}
@@ -358,31 +472,37 @@ def run_bovw(
             "rejected": [{"key": r.key, "reason": r.reason} for r in report.rejected],
         }
         done()
-    done = timed("vocabulary")
-    train_vocabulary_file(
-        os.path.join(workdir, "train-features.parquet"),
-        path["vocabulary.npz"],
-        config.k,
-        engine,
-        sample=config.sample,
-        seed=config.seed,
-        max_iter=config.max_iter,
-        overwrite=True,
-    )
-    done()
-    encoder_params = dict(config.encoder)
+    reported_encoder = dict(encoder_params)
+    vocabulary: str | None = None
+    if encoding != "none":
+        done = timed("vocabulary")
+        vocabulary = path["vocabulary.npz"]
+        train_vocabulary_file(
+            os.path.join(workdir, "train-features.parquet"),
+            vocabulary,
+            k,
+            engine,
+            sample=config.sample,
+            seed=config.seed,
+            max_iter=config.max_iter,
+            overwrite=True,
+            gmm=encoding == "fisher",
+            pca_dim=config.pca_dim,
+        )
+        done()
     for split in datasets:  # train first: the test set is encoded with the settings learnt on it
         done = timed("encode")
         out = os.path.join(workdir, f"{split}-bow.parquet")
         with progress(f"encode {split}", counts[split]["images"]) as tick:
             encode_features(
                 os.path.join(workdir, f"{split}-features.parquet"),
-                path["vocabulary.npz"],
+                vocabulary,
                 out,
                 engine,
                 encoder_params,
                 tick,
                 overwrite=True,
+                encoding=encoding,
             )
         sigma = read_meta(out).get("encoder_params", {}).get("sigma")
         if sigma is not None:
@@ -406,10 +526,11 @@ def run_bovw(
         evaluation=evaluation,
         config={
             **config.extractor_params(),
-            "k": config.k,
+            "encoding": encoding,
+            "k": k,
             "sample": config.sample,
             "seed": config.seed,
-            "encoder": config.encoder,
+            "encoder": {**reported_encoder, **({"pca_dim": config.pca_dim} if encoding == "fisher" else {})},
             "classifier": config.classifier,
             "C": config.c,
         },

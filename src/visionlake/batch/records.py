@@ -26,6 +26,7 @@ from .outputs import AtomicWriter
 
 __all__ = [
     "BOW_SCHEMA",
+    "FEATURE_REQUIRED",
     "FEATURE_SCHEMA",
     "IMAGE_SCHEMA",
     "META_KEY",
@@ -71,8 +72,11 @@ FEATURE_SCHEMA = pa.schema(
         ("n_keypoints", pa.int32()),
         ("descriptors", pa.binary()),
         ("keypoints", pa.binary()),
+        ("image_descriptor", pa.binary()),  # null unless extracted with a global descriptor (HOG)
     ]
 )
+#: Columns every features dataset has (files written before image descriptors lack the last one).
+FEATURE_REQUIRED = ("key", "label", "width", "height", "n_keypoints", "descriptors", "keypoints")
 BOW_SCHEMA = pa.schema([("key", pa.string()), ("label", pa.string()), ("bow", pa.binary())])
 
 
@@ -91,6 +95,7 @@ class FeatureSet:
 
     descriptors: (n, dim) float32 or uint8. keypoints: (n, 2) float32 x, y as fractions of the image's
     width and height (in [0, 1], what a spatial pyramid needs). n may be 0: the image is kept.
+    image_descriptor: one float32 vector describing the whole image (the global HOG), or None.
     """
 
     key: str
@@ -99,6 +104,7 @@ class FeatureSet:
     height: int
     descriptors: np.ndarray
     keypoints: np.ndarray
+    image_descriptor: np.ndarray | None = None
 
     @property
     def n_keypoints(self) -> int:
@@ -225,15 +231,28 @@ def feature_table(sets: Sequence[FeatureSet]) -> Any:
             "keypoints": pa.array(
                 [np.ascontiguousarray(s.keypoints, dtype=np.float32).tobytes() for s in sets], pa.binary()
             ),
+            "image_descriptor": pa.array([image_descriptor_bytes(s) for s in sets], pa.binary()),
         },
         schema=FEATURE_SCHEMA,
     )
+
+
+def image_descriptor_bytes(s: FeatureSet) -> bytes | None:
+    """The stored form of a FeatureSet's image descriptor: float32 bytes, or None (a null)."""
+    d = s.image_descriptor
+    return None if d is None else np.ascontiguousarray(d, dtype=np.float32).tobytes()
+
+
+def image_descriptor_array(blob: bytes | None) -> np.ndarray | None:
+    """The image descriptor of a stored row: a float32 vector, or None."""
+    return None if blob is None else np.frombuffer(blob, dtype=np.float32)
 
 
 def feature_sets(table: Any, dim: int, dtype: str) -> list[FeatureSet]:
     """FeatureSets from a FEATURE_SCHEMA table; `dim` and `dtype` come from the dataset metadata."""
     cols = {name: table.column(name).to_pylist() for name in table.column_names}
     np_dtype = np.dtype(dtype)
+    globals_ = cols.get("image_descriptor") or [None] * len(cols["key"])
     out = []
     for i, key in enumerate(cols["key"]):
         n = cols["n_keypoints"][i]
@@ -252,6 +271,7 @@ def feature_sets(table: Any, dim: int, dtype: str) -> list[FeatureSet]:
                 height=cols["height"][i],
                 descriptors=desc.reshape(n, dim),
                 keypoints=kps.reshape(n, 2),
+                image_descriptor=image_descriptor_array(globals_[i]),
             )
         )
     return out

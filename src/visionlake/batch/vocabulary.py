@@ -58,13 +58,21 @@ CHUNK_ROWS = (1024, 16384)
 
 # --- the vocabulary file -----------------------------------------------------------------------------
 
+#: Name prefix of the extra arrays (`Vocabulary.arrays`) inside the .npz file.
+_ARRAY = "array_"
+
 
 @dataclass
 class Vocabulary:
-    """k centres of dimension dim (float32) and what made them (engine, method, features, quality)."""
+    """k centres of dimension dim (float32) and what made them (engine, method, features, quality).
+
+    arrays: other learned arrays saved in the same file, by name (the PCA and GMM of Fisher vectors,
+    `fisher.Gmm.to_arrays`); empty for a plain k-means vocabulary.
+    """
 
     centers: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         centers = np.ascontiguousarray(self.centers, dtype=np.float32)
@@ -86,7 +94,10 @@ class Vocabulary:
         """Write one .npz file at exactly `path` (centres + JSON meta), atomically (temp file + rename)."""
         meta = np.frombuffer(json.dumps(self.meta, sort_keys=True, default=_json_default).encode(), np.uint8)
         with atomic_file(path, "vocabulary") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, centers=self.centers, meta=meta)  # a file object: savez adds no .npz suffix
+            # a file object: savez adds no .npz suffix
+            np.savez(
+                fh, centers=self.centers, meta=meta, **{f"{_ARRAY}{k}": v for k, v in self.arrays.items()}
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocabulary:
@@ -103,13 +114,14 @@ class Vocabulary:
                     )
                 centers = data["centers"]
                 meta = json.loads(data["meta"].tobytes().decode())
+                arrays = {n[len(_ARRAY) :]: data[n] for n in data.files if n.startswith(_ARRAY)}
         except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise InputError(f"vocabulary {path!r} is not a readable .npz vocabulary file: {exc}") from exc
         if centers.ndim != 2 or not np.issubdtype(centers.dtype, np.floating):
             raise InputError(
                 f"vocabulary {path!r} has bad centres: {centers.dtype} array of shape {centers.shape}"
             )
-        return cls(centers, meta if isinstance(meta, dict) else {})
+        return cls(centers, meta if isinstance(meta, dict) else {}, arrays)
 
 
 def _json_default(value: Any) -> Any:

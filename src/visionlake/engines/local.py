@@ -42,9 +42,16 @@ if TYPE_CHECKING:
     from ..batch.features import FeatureExtractor
     from ..batch.vocabulary import Vocabulary
 
-__all__ = ["FEATURE_COLUMNS", "LocalEngine", "features_layout", "fitted_encoder", "require_path"]
+__all__ = [
+    "FEATURE_COLUMNS",
+    "LocalEngine",
+    "feature_columns",
+    "features_layout",
+    "fitted_encoder",
+    "require_path",
+]
 
-FEATURE_COLUMNS = ("key", "label", "width", "height", "n_keypoints", "descriptors", "keypoints")
+FEATURE_COLUMNS = records.FEATURE_REQUIRED
 BOW_COLUMNS = ("key", "label", "bow")
 
 #: Images per extraction task: big enough that the parent's per-task cost is noise, small enough that
@@ -83,6 +90,14 @@ def features_layout(features: str) -> tuple[dict[str, Any], int, str]:
     return meta, dim, dtype
 
 
+def feature_columns(features: str) -> tuple[str, ...]:
+    """The columns an encoder reads: FEATURE_COLUMNS, plus the image descriptors when the dataset has them."""
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(records.parquet_files(features)[0]).names)
+    return FEATURE_COLUMNS + (("image_descriptor",) if "image_descriptor" in names else ())
+
+
 def bow_dim(bow: str) -> int:
     """The vector length of a bag-of-words dataset; InputError when it is missing or not one."""
     require_path(bow, "bag-of-words dataset")
@@ -96,14 +111,20 @@ def bow_dim(bow: str) -> int:
 
 
 def fitted_encoder(encoder: BowEncoder, dim: int, features: str) -> int:
-    """The encoder's output length; InputError if it is not fitted or its vocabulary does not fit `dim`."""
+    """The encoder's output length; InputError if it is not fitted or its vocabulary does not fit `dim`.
+
+    Any encoder of `visionlake.batch` (bag of words, VLAD, Fisher vectors, image descriptors only).
+    """
     n_out = getattr(encoder, "n_features_out_", None)
-    vocabulary = getattr(encoder, "vocabulary_", None)
-    if n_out is None or vocabulary is None:
-        raise InputError("the BowEncoder is not fitted: call encoder.fit([]) before encoding")
-    if int(vocabulary.dim) != dim:
+    if n_out is None:
+        name = type(encoder).__name__
+        raise InputError(f"the {name} is not fitted: call encoder.fit([]) before encoding")
+    expected = getattr(encoder, "descriptor_dim_", None)
+    if expected is None and getattr(encoder, "vocabulary_", None) is not None:
+        expected = encoder.vocabulary_.dim
+    if expected is not None and int(expected) != dim:
         raise InputError(
-            f"the encoder's vocabulary has dimension {vocabulary.dim} but the features {features!r} "
+            f"the encoder's vocabulary has dimension {expected} but the features {features!r} "
             f"have dimension {dim}: train the vocabulary on features of the same algorithm"
         )
     return int(n_out)
@@ -120,12 +141,14 @@ def bow_meta(
     """
     meta = dict(encoder.meta())
     params = {k: v for k, v in encoder.get_params().items() if k != "vocabulary"}
-    params["pyramid"] = [int(level) for level in params.get("pyramid", ())]
+    if "pyramid" in params:
+        params["pyramid"] = [int(level) for level in params["pyramid"]]
     vocabulary_path = getattr(encoder, "vocabulary_path_", None)
-    if vocabulary_path is None and isinstance(encoder.vocabulary, str | os.PathLike):
+    if vocabulary_path is None and isinstance(getattr(encoder, "vocabulary", None), str | os.PathLike):
         vocabulary_path = os.path.abspath(encoder.vocabulary)
     meta.update(
         kind="bow",
+        encoding=getattr(encoder, "encoding", "bow"),
         dim=n_out,
         features=os.path.abspath(features),
         features_meta=features_meta,
@@ -377,7 +400,7 @@ class LocalEngine(Engine):
         report = EncodeReport(out=os.fspath(out), dim=n_out)
         lo, hi = ENCODE_BATCH
         rows = max(lo, min(hi, -(-records.count_rows(features) // (4 * self.processes))))
-        tables = records.iter_tables(features, columns=FEATURE_COLUMNS, batch_rows=rows)
+        tables = records.iter_tables(features, columns=feature_columns(features), batch_rows=rows)
         tasks = ((token, payload, t, dim, dtype) for t in tables)
         with records.TableWriter(out, records.BOW_SCHEMA, meta) as writer:
             for _, (table, n_desc) in self._ordered(_encode_task, tasks):

@@ -29,10 +29,10 @@ from ..batch import records
 from ..errors import InputError, MissingDependency
 from .base import EncodeReport, Engine, ExtractReport, Progress, Rejected
 from .local import (
-    FEATURE_COLUMNS,
     bow_dim,
     bow_meta,
     check_k,
+    feature_columns,
     features_layout,
     fitted_encoder,
     rejected_sorted,
@@ -142,6 +142,7 @@ def _extract_partition(
                 s.n_keypoints,
                 np.ascontiguousarray(s.descriptors).tobytes(),
                 np.ascontiguousarray(s.keypoints, dtype=np.float32).tobytes(),
+                records.image_descriptor_bytes(s),
             )
 
     for row in rows:
@@ -180,12 +181,14 @@ def _descriptor_partition(
 def _feature_sets(rows: list[Any], dim: int, dtype: str) -> list[records.FeatureSet]:
     np_dtype = np.dtype(dtype)
     out = []
-    for key, label, width, height, n, desc, kps in rows:
+    for row in rows:
+        key, label, width, height, n, desc, kps = row[:7]
+        image = records.image_descriptor_array(row[7]) if len(row) > 7 else None
         d = np.frombuffer(desc, dtype=np_dtype)
         p = np.frombuffer(kps, dtype=np.float32)
         if d.size != n * dim or p.size != n * 2:
             raise InputError(f"features of {key!r} are damaged: {n} keypoints but {d.size} descriptor values")
-        out.append(records.FeatureSet(key, label, width, height, d.reshape(n, dim), p.reshape(n, 2)))
+        out.append(records.FeatureSet(key, label, width, height, d.reshape(n, dim), p.reshape(n, 2), image))
     return out
 
 
@@ -554,7 +557,7 @@ class SparkEngine(Engine):
         features_meta, dim, dtype = features_layout(features)
         n_out = fitted_encoder(encoder, dim, features)
         out = os.fspath(out)
-        source = self.spark.read.parquet(_abs(features)).select(*FEATURE_COLUMNS)
+        source = self.spark.read.parquet(_abs(features)).select(*feature_columns(features))
         stats = source.agg(F.sum("n_keypoints"), F.collect_set("label")).first()
         meta = bow_meta(encoder, n_out, features, features_meta, stats[1] or [])
         sc = self._sc
