@@ -153,6 +153,7 @@ PLACEHOLDERS = {
 }
 
 FMNIST_LIMIT = "--limit 60"  # images per split: the whole chain in seconds instead of minutes
+DEPLOY_OFFLINE = "needs a Docker engine or a Kubernetes cluster, which these machines do not have"
 BENCH_SLOW = "bench/run.py runs for minutes here; its entry point runs for real in `--quick --only log` (docs/benchmarks.md), and the benchmark names are checked against bench/run.py"
 
 FACES_DLIB = (
@@ -298,6 +299,49 @@ LINES: dict[tuple[str, str], Run | Skip] = {
     ),
     ("docs/faces.md", "visionlake faces forget --forget-after 30d"): Skip(
         FACES_DLIB, "tests/test_faces_catalog.py::test_faces_commands_and_a_face_id_worker_end_to_end"
+    ),
+    # docs/deploy.md: no Docker engine or cluster here; the test named checks the files offline
+    ("docs/deploy.md", "docker build -t visionlake ."): Skip(
+        DEPLOY_OFFLINE,
+        "tests/test_deploy.py::test_dockerfile_slim_base_non_root_user_health_check_and_entry_point",
+    ),
+    ("docs/deploy.md", "docker compose -f deploy/compose.yaml up --build"): Skip(
+        DEPLOY_OFFLINE,
+        "tests/test_deploy.py::test_compose_runs_kafka_kraft_postgres_minio_ingest_workers_and_the_dashboard",
+    ),
+    ("docs/deploy.md", "docker compose -f deploy/compose.yaml up -d --scale worker=4"): Skip(
+        DEPLOY_OFFLINE, "tests/test_deploy.py::test_compose_dependencies_volumes_and_health_checks_exist"
+    ),
+    ("docs/deploy.md", "docker compose -f deploy/compose.yaml exec dashboard visionlake log groups"): Skip(
+        DEPLOY_OFFLINE + "; `visionlake log groups` itself runs in the test named",
+        "tests/test_cli_conventions.py::test_log_topics_and_status_fit_80_columns_with_sizes_in_units",
+    ),
+    (
+        "docs/deploy.md",
+        "CAMERA_URL=rtsp://user:pw@cam/stream CAMERA_ID=door docker compose -f deploy/compose.yaml --profile camera up -d",
+    ): Skip(DEPLOY_OFFLINE, "tests/test_deploy.py::test_every_visionlake_command_parses_with_the_real_cli"),
+    ("docs/deploy.md", "kubectl apply -f deploy/kubernetes/config.yaml"): Skip(
+        DEPLOY_OFFLINE, "tests/test_deploy.py::test_kubernetes_manifests_match_the_schemas"
+    ),
+    ("docs/deploy.md", "kubectl apply -f deploy/kubernetes/topics-job.yaml"): Skip(
+        DEPLOY_OFFLINE, "tests/test_deploy.py::test_kubernetes_manifests_match_the_schemas"
+    ),
+    (
+        "docs/deploy.md",
+        "kubectl apply -f deploy/kubernetes/worker.yaml -f deploy/kubernetes/serve.yaml -f deploy/kubernetes/ingest.yaml",
+    ): Skip(DEPLOY_OFFLINE, "tests/test_deploy.py::test_kubernetes_manifests_match_the_schemas"),
+    ("docs/deploy.md", "kubectl apply -f deploy/kubernetes/keda-scaledobject.yaml"): Skip(
+        DEPLOY_OFFLINE,
+        "tests/test_deploy.py::test_keda_scaledobject_scales_the_worker_on_its_consumer_groups_lag",
+    ),
+    ("docs/deploy.md", "kubectl get scaledobject visionlake-worker"): Skip(
+        DEPLOY_OFFLINE,
+        "tests/test_deploy.py::test_keda_scaledobject_scales_the_worker_on_its_consumer_groups_lag",
+    ),
+    ("docs/deploy.md", ".venv/bin/python -m pytest -q tests/test_deploy.py"): Run(
+        "{bin}python -m pytest -q -p no:cacheprovider {root}/tests/test_deploy.py",
+        "the repository's tests folder, from this test's working folder",
+        r"\d+ passed",
     ),
     # docs/benchmarks.md
     ("docs/benchmarks.md", ".venv/bin/python bench/run.py --quick"): Skip(BENCH_SLOW + " (about 2-3 min)"),

@@ -206,11 +206,11 @@ def test_each_backend_outage_waited_out_is_counted_on_its_backend(lake):
     with Lake(lake=lake) as lk:
         write, calls = lk.catalog.write_results, {"n": 0}
 
-        def flaky(rows):
+        def flaky(rows, trackers=()):
             calls["n"] += 1
             if calls["n"] <= 2:
                 raise BackendUnavailable("catalog down (test)")
-            return write(rows)
+            return write(rows, trackers)
 
         lk.catalog.write_results = flaky  # type: ignore[method-assign]
         w = Worker(
