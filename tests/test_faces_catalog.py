@@ -37,6 +37,7 @@ def face_boxes(*people: tuple[str, np.ndarray]) -> Detections:
         np.full(n, 0.9, np.float32),
         np.array([p[0] for p in people], dtype=object),
         embedding=np.stack([p[1] for p in people]) if n else np.zeros((0, 128), np.float32),
+        distance=np.array([0.3 if p[0] != "unknown" else 0.7 for p in people], np.float32),
     )
 
 
@@ -81,6 +82,7 @@ def test_seen_faces_are_stored_with_their_results_and_come_back_on_redelivery(se
     ]  # fmt: skip
     stored = catalog.existing_results([m.frame_id for m in f], "face-id", "1")
     assert np.array_equal(stored[f[0].frame_id].embedding[0], ANN)
+    assert stored[f[0].frame_id].distance.tolist() == pytest.approx([0.3, 0.7])
     assert stored[f[2].frame_id].embedding is None and len(stored[f[2].frame_id]) == 0
     # a re-delivered batch writes the same rows again: nothing is added or lost
     catalog.write_results([result(f[0], stored[f[0].frame_id], model="face-id")])
@@ -169,6 +171,12 @@ def test_faces_commands_and_a_face_id_worker_end_to_end(tmp_path):
         ).rows[0][0]
     assert labels.get("bernard", 0) >= 3 and labels.get("roxanne", 0) >= 3, labels
     assert seen_rows == [(sum(labels.values()),)]
+    with Lake(lake=lake_dir) as lake:
+        named = lake.catalog.query(
+            "SELECT max(distance) FROM face_embeddings WHERE identity IS NOT NULL"
+        ).rows
+        unknown = lake.catalog.query("SELECT min(distance) FROM face_embeddings WHERE identity IS NULL").rows
+    assert named[0][0] <= 0.5 and (unknown[0][0] is None or unknown[0][0] > 0.5)
     who = vl("faces", "who", fid[:10], "-f", "csv")
     assert who.returncode == 0 and ",bernard," in who.stdout, who.stdout
     similar = vl("faces", "similar", fid, "--limit", "3", "-f", "csv")

@@ -14,7 +14,9 @@ class Detections:
 
     xyxy: float32 (N, 4) pixel boxes x1, y1, x2, y2; score: float32 (N,); label: object (N,) of str;
     track_id: int64 (N,) of track ids (-1: the box belongs to no track), or None when nothing tracked
-    these boxes; embedding: float32 (N, D) feature vectors of the boxes (a face descriptor), or None.
+    these boxes; embedding: float32 (N, D) feature vectors of the boxes (a face descriptor), or None;
+    distance: float32 (N,) each box's distance to what it was matched with (face-id: the nearest
+    enrolled face), or None.
     Validated on construction so a detector plugin cannot hand the writer ragged data.
     """
 
@@ -23,6 +25,7 @@ class Detections:
     label: np.ndarray
     track_id: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    distance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -45,10 +48,15 @@ class Detections:
             if emb.ndim != 2 or len(emb) != len(score):
                 raise ValueError(f"Detections has {len(score)} boxes but embeddings of shape {emb.shape}")
             object.__setattr__(self, "embedding", emb)
+        if self.distance is not None:
+            dist = np.asarray(self.distance, dtype=np.float32).reshape(-1)
+            if len(dist) != len(score):
+                raise ValueError(f"Detections has {len(score)} boxes but {len(dist)} distances")
+            object.__setattr__(self, "distance", dist)
 
     def with_tracks(self, track_id: np.ndarray) -> Detections:
         """The same boxes with track ids (-1 for a box on no track)."""
-        return Detections(self.xyxy, self.score, self.label, track_id, self.embedding)
+        return Detections(self.xyxy, self.score, self.label, track_id, self.embedding, self.distance)
 
     def track_of(self, i: int) -> int | None:
         """Box `i`'s track id, or None."""

@@ -104,6 +104,7 @@ def replace_seen(conn: Connection, keys: Sequence[tuple[str, str, str]], rows: S
                     photo=None,
                     captured_at=r["captured_at"],
                     cluster=None,
+                    distance=r["distance"],
                     embedding=r["embedding"],
                 )
                 for r in rows
@@ -117,21 +118,23 @@ def seen_rows(batch_rows: Iterable[tuple[tuple[str, str, str], Detections, datet
     for (fid, model, version), dets, at in batch_rows:
         if dets.embedding is None:
             continue
-        for box, label, vector in zip(dets.xyxy, dets.label, dets.embedding, strict=True):
+        dist = dets.distance if dets.distance is not None else [None] * len(dets)
+        for box, label, vector, d in zip(dets.xyxy, dets.label, dets.embedding, dist, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
             out.append(
-                dict(
-                    frame_id=fid,
-                    model=model,
-                    model_version=version,
-                    label=str(label),
-                    x1=x1,
-                    y1=y1,
-                    x2=x2,
-                    y2=y2,
-                    captured_at=at,
-                    embedding=_blob(vector),
-                )  # fmt: skip
+                {
+                    "frame_id": fid,
+                    "model": model,
+                    "model_version": version,
+                    "label": str(label),
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "captured_at": at,
+                    "embedding": _blob(vector),
+                    "distance": None if d is None or not np.isfinite(d) else float(d),
+                }
             )
     return out
 
@@ -141,21 +144,23 @@ def attach_seen(
 ) -> dict[str, Detections]:
     """Stored detections of `model`/`version` with the embeddings stored beside them, where any are."""
     e = S.face_embeddings.c
-    vectors: dict[tuple, bytes] = {}
+    kept: dict[tuple, tuple[bytes, float | None]] = {}
     for chunk in _chunks(sorted(found)):
-        for fid, x1, y1, x2, y2, blob in conn.execute(
-            sa.select(e.frame_id, e.x1, e.y1, e.x2, e.y2, e.embedding).where(
+        for fid, x1, y1, x2, y2, blob, dist in conn.execute(
+            sa.select(e.frame_id, e.x1, e.y1, e.x2, e.y2, e.embedding, e.distance).where(
                 e.source == SEEN, e.frame_id.in_(chunk), e.model == model, e.model_version == version
             )
         ):
-            vectors[(fid, round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2))] = blob
-    if not vectors:
+            kept[(fid, round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2))] = (blob, dist)
+    if not kept:
         return found
     out = dict(found)
     for fid, dets in found.items():
-        blobs = [vectors.get((fid, *(round(float(v), 2) for v in box))) for box in dets.xyxy]
-        if len(dets) and all(b is not None for b in blobs):
-            out[fid] = Detections(dets.xyxy, dets.score, dets.label, dets.track_id, _vectors(blobs))
+        faces_ = [kept.get((fid, *(round(float(v), 2) for v in box))) for box in dets.xyxy]
+        if len(dets) and all(f is not None for f in faces_):
+            dist = np.array([np.inf if f[1] is None else f[1] for f in faces_], np.float32)
+            vectors = _vectors([f[0] for f in faces_])
+            out[fid] = Detections(dets.xyxy, dets.score, dets.label, dets.track_id, vectors, dist)
     return out
 
 

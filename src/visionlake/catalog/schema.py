@@ -182,6 +182,7 @@ face_embeddings = Table(
     Column("photo", Text),  # enrolled from a photo: its path as given
     Column("captured_at", DateTime, nullable=False),  # the frame's capture time, or the enrolment time
     Column("cluster", Integer),  # unknown faces: the group `faces cluster` put them in
+    Column("distance", Float),  # a seen face: its distance to the nearest enrolled face when found
     Column("embedding", LargeBinary, nullable=False),  # float32 little-endian
     Index("face_embeddings_frame", "frame_id", "model", "model_version"),
     Index("face_embeddings_identity", "identity", "source"),

@@ -7,7 +7,8 @@ the constructor (a `Gallery`, or a callable returning one) or, in a worker, from
 again every `refresh_s` seconds so that a new enrolment reaches running workers.
 
 `detect` returns `Detections` whose label is the name, whose score is the face detector's, and which
-carry the embeddings (the catalog stores them with the result). `identify` returns everything: boxes,
+carry the embeddings and the distances to the nearest enrolled faces (the catalog stores them with
+the result). `identify` returns everything: boxes,
 detector scores, names, distances, the nearest name and the embeddings.
 """
 
@@ -46,9 +47,12 @@ class FaceIdentities:
         return len(self.name)
 
     def detections(self) -> Detections:
-        """As `Detections`: label = name, score = the face detector's score, and the embeddings (the
-        catalog keeps them, so unknown faces can be clustered and named later)."""
-        return Detections(self.xyxy, self.face_score, self.name, embedding=self.embedding)
+        """As `Detections`: label = name, score = the face detector's score, with the embeddings and
+        the distances to the nearest enrolled faces (the catalog keeps both, so unknown faces can be
+        clustered and named later)."""
+        return Detections(
+            self.xyxy, self.face_score, self.name, embedding=self.embedding, distance=self.distance
+        )
 
 
 class FaceIdDetector(Detector):
