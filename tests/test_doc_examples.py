@@ -249,6 +249,13 @@ LINES: dict[tuple[str, str], Run | Skip] = {
         "visionlake worker --detector hog-person --processes 2 --until-idle --idle-timeout 1",
         "a worker runs until stopped: frames from the photos, then --until-idle",
     ),
+    ("docs/operations.md", "visionlake worker --detector hog-person --autoscale 1:4 --cooldown 60"): Run(
+        "visionlake ingest images {photos} --camera hall && "
+        "visionlake worker --detector hog-person --autoscale 1:2 --cooldown 2 --until-idle --idle-timeout 1",
+        "a supervisor runs until stopped: frames from the photos, a short cool-down, then --until-idle",
+        None,
+        "tests/test_autoscale.py::test_a_burst_scales_workers_up_and_its_end_scales_them_down",
+    ),
     ("README.md", "$vl serve"): Skip(
         "serves until stopped; the test named starts it on a free port and drives every page in a browser",
         "tests/test_web.py::test_overview_shows_cameras_models_groups_and_dead_letters",

@@ -392,6 +392,18 @@ def worker(
     track: TrackOpt = False,
     tracker: TrackerOpt = "bytetrack",
     track_lost: TrackLostOpt = 2.0,
+    autoscale: Annotated[
+        str | None,
+        typer.Option(
+            "--autoscale",
+            metavar="MIN:MAX",
+            help="Run MIN to MAX worker processes, added while the group's lag is not falling and "
+            "removed after it stayed at 0 for --cooldown seconds",
+        ),
+    ] = None,
+    cooldown: Annotated[
+        float, seconds_option("With --autoscale: seconds of no lag before a worker is removed", "--cooldown")
+    ] = 30.0,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Run a detector over the frames topic as a member of a consumer group."""
@@ -401,9 +413,11 @@ def worker(
         raise InputError(f"--from must be earliest or latest, got {start!r}")
     tracking = _tracking(track, tracker, track_lost)
     det = _detector(detector, param)
-    if processes > 1:
+    if processes > 1 or autoscale:
         from .workers import scaling
 
+        if processes > 1 and autoscale:
+            raise InputError("--processes and --autoscale both set the number of workers: give one")
         args = [
             "--detector",
             detector,
@@ -422,9 +436,14 @@ def worker(
         ]
         args += [x for p in param or [] for x in ("--param", p)]
         args += ["--group", group] if group else []
+        args += ["--track", "--tracker", tracker, "--track-lost", str(track_lost)] if track else []
+        if autoscale:  # the supervisor decides when workers stop: no --until-idle or --max-frames
+            if max_frames is not None:
+                raise InputError("--max-frames cannot be combined with --autoscale")
+            _autoscale(ctx, det, autoscale, cooldown, args, group, topic, until_idle, idle_timeout, fmt)
+            return
         args += ["--until-idle"] if until_idle else []
         args += ["--max-frames", str(max_frames)] if max_frames is not None else []
-        args += ["--track", "--tracker", tracker, "--track-lost", str(track_lost)] if track else []
         if metrics_port is not None and metrics_port + processes - 1 > 65535:
             raise InputError(
                 f"--metrics-port {metrics_port} with --processes {processes} goes past port 65535"
@@ -463,6 +482,51 @@ def worker(
         tracking=tracking,
     )
     _run_worker(w, fmt, f"{det.name} {det.model_version}")
+
+
+def _autoscale(ctx, det, spec, cooldown, args, group, topic, until_idle, idle_timeout, fmt) -> None:  # noqa: ANN001, PLR0913
+    """`worker --autoscale MIN:MAX`: supervise worker processes on the group's lag."""
+    from .workers import scaling
+    from .workers.autoscale import Policy, Supervisor, group_lag
+    from .workers.worker import default_group
+
+    interval = min(2.0, cooldown / 3)
+    policy = Policy.parse(spec, interval=interval, settle=min(10.0, cooldown / 2), cooldown=cooldown)
+    lake = _state(ctx).lake
+    group = group or default_group(det.name, det.model_version)
+    lake.log.ensure_topic(topic)
+    children: list = []
+
+    def start(_i: int):  # noqa: ANN202 - a Popen
+        child = scaling.start_worker(_state(ctx).global_argv(), args, stderr=None)  # logs go to ours
+        children.append((child, scaling.PipeReader(child.proc.stdout)))
+        return child.proc
+
+    sup = Supervisor(policy, start, lambda: group_lag(lake.log, group, topic))
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, sup.stop)
+    sup.run(until_idle=idle_timeout if until_idle else None)
+    summaries = []
+    for child, out in children:
+        out.join()
+        lines = out.text().strip().splitlines()
+        summaries.append(
+            json.loads(lines[-1])
+            if lines
+            else {"worker": f"pid {child.proc.pid}", "exit": child.proc.returncode}
+        )
+    keys = ["worker", "processed", "reused", "dead_lettered", "detections", "fps", "seconds"]
+    if fmt == Format.json:
+        print(json.dumps({"workers": summaries, "decisions": sup.decisions}))
+        return
+    rows_out(keys, [[r.get(k) for k in keys] for r in summaries], fmt, title=f"{len(summaries)} workers")
+    if fmt == Format.table:
+        rows_out(
+            ["action", "workers", "lag", "reason"],
+            [[d["action"], d["workers"], d["lag"], d["reason"]] for d in sup.decisions],
+            fmt,
+            title="Scaling decisions",
+        )
 
 
 @app.command()

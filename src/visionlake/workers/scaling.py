@@ -41,14 +41,19 @@ def spawn(
 
     `child_args(i)`: options of child i only (`--metrics-port` port + i), after `worker_args`.
     """
+    return [
+        start_worker(global_args, [*worker_args, *(child_args(i) if child_args is not None else [])])
+        for i in range(n)
+    ]
+
+
+def start_worker(
+    global_args: Sequence[str], worker_args: Sequence[str], stderr: int | None = subprocess.PIPE
+) -> WorkerProcess:
+    """One worker process with one OpenMP thread; its stdout (the JSON summary) is a pipe."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = []
-    for i in range(n):
-        own = list(child_args(i)) if child_args is not None else []
-        cmd = worker_command(global_args, [*worker_args, *own])
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        out.append(WorkerProcess(cmd, proc))
-    return out
+    cmd = worker_command(global_args, worker_args)
+    return WorkerProcess(cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=env))
 
 
 def collect(workers: list[WorkerProcess]) -> list[dict]:
@@ -67,7 +72,7 @@ def collect(workers: list[WorkerProcess]) -> list[dict]:
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        readers = [_Drain(w.proc.stdout) for w in workers] + [_Drain(w.proc.stderr) for w in workers]
+        readers = [PipeReader(w.proc.stdout) for w in workers] + [PipeReader(w.proc.stderr) for w in workers]
         failed: WorkerProcess | None = None
         while any(w.proc.poll() is None for w in workers):
             if failed is None:
@@ -94,7 +99,7 @@ def collect(workers: list[WorkerProcess]) -> list[dict]:
             signal.signal(s, h)
 
 
-class _Drain(threading.Thread):
+class PipeReader(threading.Thread):
     """Reads one pipe to its end, so that the child never blocks writing to it."""
 
     def __init__(self, pipe: IO[bytes] | None) -> None:
