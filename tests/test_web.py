@@ -37,8 +37,8 @@ from visionlake.ingest.publish import ingest  # noqa: E402
 from visionlake.ingest.sources import VideoFileSource  # noqa: E402
 from visionlake.lake import Lake  # noqa: E402
 from visionlake.replay import prepare_replay  # noqa: E402
-from visionlake.web.app import create_app  # noqa: E402
 from visionlake.tracking import TrackerSettings  # noqa: E402
+from visionlake.web.app import create_app  # noqa: E402
 from visionlake.workers.worker import Worker  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
