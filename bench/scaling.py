@@ -34,6 +34,8 @@ from common import emit, say
 
 from visionlake.frames import FrameMeta, frame_headers, make_frame_id
 from visionlake.lake import FRAMES_TOPIC, Lake
+from visionlake.log.base import DEFAULT_PARTITIONS as PARTITIONS
+from visionlake.log.base import partition_for
 from visionlake.log.sqlite import SqliteProducer
 from visionlake.workers import scaling
 
@@ -45,9 +47,9 @@ GROUP = "bench"
 SETTLE = 1.0  # > the log's heartbeat interval (0.5 s)
 
 
-def publish_all(lake: Lake, images: list, jpegs: list[bytes], cameras: list[str]) -> float:
-    """Publish every frame in one flush (the wire format of FramePublisher); returns the wall time of
-    the commit, when the frames become visible to the workers."""
+def publish_all(lake: Lake, images: list, jpegs: list[bytes], cameras: list[str], spread: int = 1) -> float:
+    """Publish every frame in one flush (the wire format of FramePublisher, `ingest --spread` when
+    `spread` > 1); returns the wall time of the commit, when the frames become visible to the workers."""
     producer = SqliteProducer(lake.log, batch_records=len(jpegs) + 1, batch_bytes=1 << 40)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     for i, (im, data) in enumerate(zip(images, jpegs, strict=True)):
@@ -55,12 +57,17 @@ def publish_all(lake: Lake, images: list, jpegs: list[bytes], cameras: list[str]
         ts = t0 + timedelta(seconds=i / 15)
         h, w = im.shape[:2]
         meta = FrameMeta(make_frame_id(cam, i, ts), cam, i, ts, w, h)
+        headers, partition = frame_headers(meta), None
+        if spread > 1:  # as FramePublisher(spread=...) does: round-robin from the camera's partition
+            headers.append(("vl-spread", str(spread).encode()))
+            partition = (partition_for(cam.encode(), PARTITIONS) + i % spread) % PARTITIONS
         producer.send(
             FRAMES_TOPIC,
             data,
             key=cam.encode(),
-            headers=frame_headers(meta),
+            headers=headers,
             timestamp_ms=int(ts.timestamp() * 1000),
+            partition=partition,
         )
     producer.flush()
     visible = time.time()
@@ -81,7 +88,9 @@ def wait_for_results(lake_dir: Path, n: int, procs: list, timeout: float) -> Non
         time.sleep(0.05)
 
 
-def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra: dict, tag: str) -> dict:
+def run_group(
+    nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra: dict, tag: str, spread: int = 1
+) -> dict:
     lake_dir = tmp / f"scaling-{tag}-{nproc}"
     lake = Lake(lake=lake_dir)
     lake.log.ensure_topic(FRAMES_TOPIC)
@@ -103,10 +112,10 @@ def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra
         # lets the first member read a batch from a partition that is no longer its own, which the
         # new owner then reads again (at-least-once, results reused). Let the assignment settle.
         time.sleep(SETTLE)
-        cameras = common.cameras_on_distinct_partitions(4)
+        cameras = common.cameras_on_distinct_partitions(4) if spread == 1 else ["cam-spread"]
         cpu0 = [common.proc_cpu(w.proc.pid) for w in procs]
         busy0, total0 = common.machine_cpu()
-        t_visible = publish_all(lake, images, jpegs, cameras)
+        t_visible = publish_all(lake, images, jpegs, cameras, spread)
         wait_for_results(lake_dir, n, procs, timeout=600)
         cpu = sum(common.proc_cpu(w.proc.pid) - c for w, c in zip(procs, cpu0, strict=True))
         busy1, total1 = common.machine_cpu()
@@ -148,7 +157,7 @@ def run_group(nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra
     }
 
 
-def run(quick: bool, tmp: Path) -> list[dict]:
+def run(quick: bool, tmp: Path, only_spread: bool = False) -> list[dict]:
     size = (320, 240) if quick else (640, 480)
     n = 144 if quick else 300
     pairs = 1 if quick else 2  # full mode: 1,2 then 2,1 (ABBA cancels a linear drift in machine load)
@@ -156,10 +165,18 @@ def run(quick: bool, tmp: Path) -> list[dict]:
     jpegs = common.cycle(common.jpeg_frames(size, QUALITY), n)
     # OpenCV already runs HOG on both cores inside one process; the second variant pins each worker
     # process to one OpenCV thread to show the scaling of the worker processes themselves.
-    variants = [({}, "default OpenCV threads"), ({"OPENCV_FOR_THREADS_NUM": "1"}, "OPENCV_FOR_THREADS_NUM=1")]
+    # The third: ONE camera, spread over 2 partitions at ingest (`ingest --spread 2`), the way a single
+    # busy camera is shared by two workers.
+    variants = [
+        ({}, "default OpenCV threads", 1),
+        ({"OPENCV_FOR_THREADS_NUM": "1"}, "OPENCV_FOR_THREADS_NUM=1", 1),
+        ({"OPENCV_FOR_THREADS_NUM": "1"}, "one camera, --spread 2, OPENCV_FOR_THREADS_NUM=1", 2),
+    ]
     out = []
     default_one = None
-    for v, (env_extra, label) in enumerate(variants):
+    if only_spread:
+        variants = variants[2:]
+    for v, (env_extra, label, spread) in enumerate(variants):
         runs: dict[int, list[dict]] = {1: [], 2: []}
         for k in range(pairs):
             order = (1, 2) if (v + k) % 2 == 0 else (2, 1)
@@ -167,14 +184,16 @@ def run(quick: bool, tmp: Path) -> list[dict]:
                 say(
                     f"scaling: {DETECTOR}, {n} frames {size[0]}x{size[1]}, {nproc} worker process(es) ({label})"
                 )
-                runs[nproc].append(run_group(nproc, images, jpegs, tmp, env_extra, f"{v}{k}"))
+                runs[nproc].append(run_group(nproc, images, jpegs, tmp, env_extra, f"{v}{k}", spread))
         fps1 = sum(r["fps"] for r in runs[1]) / pairs
         fps2 = sum(r["fps"] for r in runs[2]) / pairs
         speedup = fps2 / fps1
         if not env_extra:
             default_one = fps1
-        vs_default = {} if not env_extra else {"speedup_vs_1_worker_default_threads": fps2 / default_one}
-        suffix = "" if not env_extra else "_opencv_1thread"
+        vs_default = (
+            {"speedup_vs_1_worker_default_threads": fps2 / default_one} if env_extra and default_one else {}
+        )
+        suffix = ("" if not env_extra else "_opencv_1thread") + ("" if spread == 1 else "_one_camera_spread")
         out.append(
             emit(
                 f"worker_scaling_2v1{suffix}",
@@ -191,6 +210,7 @@ def run(quick: bool, tmp: Path) -> list[dict]:
                 detector=DETECTOR,
                 frame_size=f"{size[0]}x{size[1]}",
                 opencv_threads=env_extra.get("OPENCV_FOR_THREADS_NUM", "default (2 on this machine)"),
+                cameras="1, spread over 2 partitions" if spread > 1 else "4, one per partition",
                 wall_1=[r["wall"] for r in runs[1]],
                 wall_2=[r["wall"] for r in runs[2]],
                 reused_2=sum(r["reused"] for r in runs[2]),
@@ -217,3 +237,15 @@ def run(quick: bool, tmp: Path) -> list[dict]:
             )
         )
     return out
+
+
+if __name__ == "__main__":  # python bench/scaling.py [--quick] [--only-spread]
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-spread", action="store_true", help="only one camera spread over 2 partitions")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vl-bench-scaling-") as d:
+        run(args.quick, Path(d), args.only_spread)

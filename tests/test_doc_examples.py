@@ -249,6 +249,15 @@ LINES: dict[tuple[str, str], Run | Skip] = {
         "visionlake worker --detector hog-person --processes 2 --until-idle --idle-timeout 1",
         "a worker runs until stopped: frames from the photos, then --until-idle",
     ),
+    (
+        "docs/operations.md",
+        "visionlake ingest camera rtsp://user:pw@cam/stream --camera dock --spread 4",
+    ): Run(
+        "visionlake ingest camera http://127.0.0.1:{port}/vtest.avi --camera dock --max-frames 4 --spread 4",
+        "no camera here: a sample video served over HTTP is a network stream OpenCV reads the same way",
+        r"frames\s*\S\s*4\b",
+        "tests/test_spread.py::test_two_workers_share_one_spread_camera_and_tracking_leaves_it_alone",
+    ),
     ("docs/operations.md", "visionlake worker --detector hog-person --autoscale 1:4 --cooldown 60"): Run(
         "visionlake ingest images {photos} --camera hall && "
         "visionlake worker --detector hog-person --autoscale 1:2 --cooldown 2 --until-idle --idle-timeout 1",

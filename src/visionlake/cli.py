@@ -125,6 +125,7 @@ def _run_ingest(
     fmt: Format,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    spread: int = 1,
 ) -> None:
     from .ingest.motion import MotionGate
     from .ingest.publish import ingest
@@ -162,6 +163,7 @@ def _run_ingest(
                 on_frame=on_frame,
                 should_stop=lambda: stop["flag"],
                 metrics=metrics,
+                spread=spread,
             )
         finally:
             signal.signal(signal.SIGTERM, old)
@@ -178,6 +180,17 @@ def _check_quality(q: int) -> int:
     if not 1 <= q <= 100:
         raise InputError(f"--quality must be 1-100, got {q}")
     return q
+
+
+SpreadOpt = Annotated[
+    int,
+    count_option(
+        "Send the camera's frames round-robin to this many partitions, so that as many workers share "
+        "it; they are then processed out of order, and not tracked",
+        "--spread",
+        max=10_000,
+    ),
+]
 
 
 @ingest_app.command("video")
@@ -203,6 +216,7 @@ def ingest_video(
     ] = None,
     metrics_port: MetricsPortOpt = None,
     metrics_host: MetricsHostOpt = "127.0.0.1",
+    spread: SpreadOpt = 1,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Publish the frames of a video file.
@@ -224,6 +238,7 @@ def ingest_video(
         fmt,
         metrics_port,
         metrics_host,
+        spread,
     )
 
 
@@ -243,6 +258,7 @@ def ingest_camera(
     ] = None,
     metrics_port: MetricsPortOpt = None,
     metrics_host: MetricsHostOpt = "127.0.0.1",
+    spread: SpreadOpt = 1,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Publish a live camera or network stream; reconnects with backoff when it drops or stalls."""
@@ -257,7 +273,7 @@ def ingest_camera(
         max_frames=max_frames,
     )
     _run_ingest(
-        ctx, src, camera, max_frames, _check_quality(quality), motion, fmt, metrics_port, metrics_host
+        ctx, src, camera, max_frames, _check_quality(quality), motion, fmt, metrics_port, metrics_host, spread
     )
     if src.stopped_reason:  # gave up after failed reconnects: what was sent is kept, but say so
         raise SourceUnreachable(f"camera {camera} ({src.name}): {src.stopped_reason}")

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InputError
 from ..frames import FrameMeta, check_camera_id, encode_jpeg, frame_headers, make_frame_id
 from ..lake import FRAMES_TOPIC, Lake
+from ..log.base import partition_for
 from .motion import MotionGate
 from .sources import CapturedFrame, SkippedFile
 
@@ -56,10 +58,22 @@ class IngestStats:
 
 
 class FramePublisher:
-    """Turns `CapturedFrame`s of one camera into frame records (the wire format of docs/architecture.md)."""
+    """Turns `CapturedFrame`s of one camera into frame records (the wire format of docs/architecture.md).
+
+    `spread` > 1 sends the camera's frames round-robin to that many partitions (the camera's own, by
+    its key, and the next ones), so that as many workers of a group share one busy camera. The price
+    is order: those frames are processed in parallel, out of capture order, so order-dependent steps
+    (tracking) skip them. Each such record says so in its `vl-spread` header.
+    """
 
     def __init__(
-        self, lake: Lake, camera: str, topic: str = FRAMES_TOPIC, quality: int = 90, linger: float = 0.05
+        self,
+        lake: Lake,
+        camera: str,
+        topic: str = FRAMES_TOPIC,
+        quality: int = 90,
+        linger: float = 0.05,
+        spread: int = 1,
     ):
         self.lake = lake
         self.camera = check_camera_id(camera)
@@ -67,7 +81,17 @@ class FramePublisher:
         self.quality = quality
         self.linger = linger
         lake.log.ensure_topic(topic)
-        self.max_bytes = lake.log.topic_config(topic).max_record_bytes
+        config = lake.log.topic_config(topic)
+        self.max_bytes = config.max_record_bytes
+        if not 1 <= spread <= config.partitions:
+            raise InputError(
+                f"--spread {spread}: topic {topic!r} has {config.partitions} partitions, so a camera can be "
+                f"spread over 1 to {config.partitions} of them"
+            )
+        self.spread = spread
+        self._first = partition_for(self.camera.encode(), config.partitions)
+        self._partitions = config.partitions
+        self._sent = 0
         self.producer = lake.log.producer()
         self._last_flush = time.monotonic()
         #: Records sent since the last flush (not durable yet).
@@ -92,13 +116,20 @@ class FramePublisher:
                 archive.put(archive.key(self.camera, frame.captured_at, meta.frame_id), data)
             )
             value = b""
+        headers = frame_headers(meta)
+        partition = None
+        if self.spread > 1:
+            headers.append(("vl-spread", str(self.spread).encode()))
+            partition = (self._first + self._sent % self.spread) % self._partitions
         self.producer.send(
             self.topic,
             value,
             key=self.camera.encode(),
-            headers=frame_headers(meta),
+            headers=headers,
             timestamp_ms=int(frame.captured_at.timestamp() * 1000),
+            partition=partition,
         )
+        self._sent += 1
         self.pending += 1
         if time.monotonic() - self._last_flush >= self.linger:
             self.flush()
@@ -205,16 +236,17 @@ def ingest(
     on_frame: Callable[[IngestStats], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     metrics: IngestMetrics | None = None,
+    spread: int = 1,
 ) -> IngestStats:
     """Publish every frame of a source; bad files are reported, never fatal.
 
     The source is read in a thread: while it gives nothing (a camera reconnecting), records wait at
     most the publisher's linger before being flushed, and `should_stop` is seen within 0.1 s. Frames
     already read when it says stop are still published. `metrics` (`Metrics.ingest(camera)`) counts
-    the frames, bytes and errors for Prometheus as the stats do.
+    the frames, bytes and errors for Prometheus as the stats do. `spread`: see `FramePublisher`.
     """
     stats = IngestStats(camera)
-    publisher = FramePublisher(lake, camera, topic, quality)
+    publisher = FramePublisher(lake, camera, topic, quality, spread=spread)
     start = time.monotonic()
 
     def handle(item: CapturedFrame | SkippedFile) -> None:

@@ -163,6 +163,7 @@ class Worker:
             else NO_WORKER_METRICS
         )
         self._backend = "log"  # the backend the batch in hand is using: what an outage is counted on
+        self._warned_spread: set[str] = set()
         self.tracker = (
             BatchTracker(lake.catalog, self.model, self.model_version, tracking)
             if tracking is not None
@@ -288,10 +289,9 @@ class Worker:
         self.checkpoint.track(records)
         batch = self._process(records)
         if self.tracker is not None:
-            tracked, batch.trackers = self.tracker.track(
-                [(r.meta, r.detections, r.reused) for r in batch.results]
-            )
-            for res, dets in zip(batch.results, tracked, strict=True):
+            ordered = [r for r in batch.results if not self._spread(r)]
+            tracked, batch.trackers = self.tracker.track([(r.meta, r.detections, r.reused) for r in ordered])
+            for res, dets in zip(ordered, tracked, strict=True):
                 res.detections = dets
         self._persist(batch)
         self._publish(batch, producer)
@@ -331,6 +331,20 @@ class Worker:
                 batch.dead.append((r, e.reason))
             batch.finished.append(r)
         return batch
+
+    def _spread(self, res: _Result) -> bool:
+        """A frame of a camera spread over several partitions (`ingest --spread`): several workers
+        process that camera out of order, so it is not tracked (said once per camera)."""
+        if res.record.header("vl-spread") in (None, "1"):
+            return False
+        if res.meta.camera not in self._warned_spread:
+            self._warned_spread.add(res.meta.camera)
+            log.warning(
+                "camera %s is spread over several partitions (ingest --spread): its frames arrive out of "
+                "order, so they are stored without track ids; ingest it without --spread to track it",
+                res.meta.camera,
+            )
+        return True
 
     def _meta(self, r: Record) -> FrameMeta:
         if len(r.value) > self.max_bytes:
