@@ -61,7 +61,34 @@ _BATCH_ROWS = 1 << 18
 _BATCH_CELLS = 1 << 23
 
 
-class BowEncoder(TransformerMixin, BaseEstimator):
+class FeatureSetEncoder(TransformerMixin, BaseEstimator):
+    """What every encoder shares: lists of FeatureSet in, one float32 row per image out, encoded in
+    batches of bounded memory, normalised, with the image's global descriptor (HOG) appended."""
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # lists of FeatureSet
+        return tags
+
+    def _encode(
+        self,
+        sets: list[FeatureSet],
+        into: Any,
+        before_norm: Any = None,
+    ) -> np.ndarray:
+        """`into(batch, rows)` fills each batch's rows of the encoded part; `before_norm(encoded)` runs
+        before the whole-vector normalisation (VLAD's intra-normalisation)."""
+        out = np.zeros((len(sets), self.n_features_out_), np.float32)
+        encoded = out[:, : self.n_encoded_]
+        for lo, hi in feature_batches(sets, self.n_encoded_):
+            into(sets[lo:hi], encoded[lo:hi])
+        if before_norm is not None:
+            before_norm(encoded)
+        normalize(encoded, self.norm)
+        return append_image_descriptors(out, sets, self.image_dim)
+
+
+class BowEncoder(FeatureSetEncoder):
     """Bag of visual words of each image's descriptors against a k-means vocabulary.
 
     vocabulary: a Vocabulary, the path of a saved one, or None to train one in `fit` on X's
@@ -139,17 +166,7 @@ class BowEncoder(TransformerMixin, BaseEstimator):
                 f"vocabulary {self._vocabulary_name(self.vocabulary_)} has dimension {self.centers_.shape[1]} "
                 f"but the features have dimension {dim}"
             )
-        out = np.zeros((len(sets), self.n_features_out_), np.float32)
-        encoded = out[:, : self.n_encoded_]
-        for lo, hi in feature_batches(sets, self.n_encoded_):
-            self._pool_into(sets[lo:hi], encoded[lo:hi])
-        normalize(encoded, self.norm)
-        return append_image_descriptors(out, sets, self.image_dim)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False  # lists of FeatureSet
-        return tags
+        return self._encode(sets, self._pool_into)
 
     def meta(self) -> dict[str, Any]:
         """What a bag-of-words dataset records: parameters, vocabulary metadata, output dimension."""

@@ -30,18 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InputError
 from .encode import (
-    append_image_descriptors,
+    FeatureSetEncoder,
     check_common_params,
     descriptor_dim,
-    feature_batches,
     feature_list,
     gather,
-    normalize,
     pyramid_cells,
 )
 from .records import FeatureSet
@@ -207,7 +204,7 @@ def _hard_start(z: np.ndarray, centers: np.ndarray, floor: float) -> dict[str, A
     }
 
 
-class FisherEncoder(TransformerMixin, BaseEstimator):
+class FisherEncoder(FeatureSetEncoder):
     """Improved Fisher vectors: (n_images, 2 x k x d x cells) float32, d = pca_dim (or the descriptor dim).
 
     vocabulary: a Vocabulary (or the path of a saved one) that either carries a fitted GMM (trained with
@@ -289,17 +286,7 @@ class FisherEncoder(TransformerMixin, BaseEstimator):
             raise InputError(
                 f"the GMM takes descriptors of dimension {self.descriptor_dim_} but the features have {dim}"
             )
-        out = np.zeros((len(sets), self.n_features_out_), np.float32)
-        encoded = out[:, : self.n_encoded_]
-        for lo, hi in feature_batches(sets, self.n_encoded_):
-            self._encode_into(sets[lo:hi], encoded[lo:hi])
-        normalize(encoded, self.norm)
-        return append_image_descriptors(out, sets, self.image_dim)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False  # lists of FeatureSet
-        return tags
+        return self._encode(sets, self._encode_into)
 
     def meta(self) -> dict[str, Any]:
         """What an encoded dataset records: parameters, GMM size, output dimension."""

@@ -18,17 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InputError
 from .encode import (
-    append_image_descriptors,
+    FeatureSetEncoder,
     check_common_params,
     descriptor_dim,
-    feature_batches,
     feature_list,
-    normalize,
     pyramid_cells,
     resolve_vocabulary,
     vocabulary_name,
@@ -39,7 +36,7 @@ from .vocabulary import Vocabulary, nearest_centres
 __all__ = ["VladEncoder", "intra_normalize"]
 
 
-class VladEncoder(TransformerMixin, BaseEstimator):
+class VladEncoder(FeatureSetEncoder):
     """VLAD of each image's descriptors against a k-means vocabulary: (n_images, k x dim x cells) float32.
 
     vocabulary: a Vocabulary, the path of a saved one, or None to train one of k words in `fit` on X's
@@ -107,19 +104,8 @@ class VladEncoder(TransformerMixin, BaseEstimator):
                 f"vocabulary {vocabulary_name(self.vocabulary, self.vocabulary_)} has dimension "
                 f"{self.descriptor_dim_} but the features have dimension {dim}"
             )
-        out = np.zeros((len(sets), self.n_features_out_), np.float32)
-        encoded = out[:, : self.n_encoded_]
-        for lo, hi in feature_batches(sets, self.n_encoded_):
-            self._aggregate_into(sets[lo:hi], encoded[lo:hi])
-        if self.intra:
-            intra_normalize(encoded, self.descriptor_dim_)
-        normalize(encoded, self.norm)
-        return append_image_descriptors(out, sets, self.image_dim)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False  # lists of FeatureSet
-        return tags
+        intra = (lambda encoded: intra_normalize(encoded, self.descriptor_dim_)) if self.intra else None
+        return self._encode(sets, self._aggregate_into, intra)
 
     def meta(self) -> dict[str, Any]:
         """What an encoded dataset records: parameters, vocabulary metadata, output dimension."""
