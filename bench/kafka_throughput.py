@@ -479,11 +479,14 @@ def _assignment(errfile: Path) -> set[int] | None:
     return {p for _t, p in ast.literal_eval(found[-1])}
 
 
-def _publish(lake, images: list, jpegs: list[bytes], cameras: list[str]) -> tuple[float, float]:
-    """All frames through the log's producer (FramePublisher's wire format), one flush; returns the
-    wall clock before the first send and after the flush."""
+def _publish(
+    lake, images: list, jpegs: list[bytes], cameras: list[str], spread: int = 1
+) -> tuple[float, float]:
+    """All frames through the log's producer (FramePublisher's wire format, `ingest --spread` when
+    `spread` > 1), one flush; returns the wall clock before the first send and after the flush."""
     from visionlake.frames import FrameMeta, frame_headers, make_frame_id
     from visionlake.lake import FRAMES_TOPIC
+    from visionlake.log.base import partition_for
 
     producer = lake.log.producer()
     # warm-up on another topic (not timed): a new idempotent producer's first flush waits 0.5-1 s for
@@ -497,10 +500,14 @@ def _publish(lake, images: list, jpegs: list[bytes], cameras: list[str]) -> tupl
         ts = t0 + timedelta(seconds=i / 15)
         h, w = im.shape[:2]
         meta = FrameMeta(make_frame_id(cam, i, ts), cam, i, ts, w, h)
-        msgs.append((data, cam.encode(), frame_headers(meta), int(ts.timestamp() * 1000)))
+        headers, partition = frame_headers(meta), None
+        if spread > 1:  # as FramePublisher(spread=...) does: round-robin from the camera's partition
+            headers.append(("vl-spread", str(spread).encode()))
+            partition = (partition_for(cam.encode(), PARTITIONS) + i % spread) % PARTITIONS
+        msgs.append((data, cam.encode(), headers, int(ts.timestamp() * 1000), partition))
     start = time.time()
-    for data, key, headers, ts_ms in msgs:
-        producer.send(FRAMES_TOPIC, data, key=key, headers=headers, timestamp_ms=ts_ms)
+    for data, key, headers, ts_ms, partition in msgs:
+        producer.send(FRAMES_TOPIC, data, key=key, headers=headers, timestamp_ms=ts_ms, partition=partition)
     producer.flush()
     done = time.time()
     producer.close()
@@ -523,7 +530,9 @@ def _wait_results(lake_dir: Path, n: int, procs: list, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _worker_run(broker: Broker, nproc: int, images: list, jpegs: list[bytes], tmp: Path, tag: str) -> dict:
+def _worker_run(
+    broker: Broker, nproc: int, images: list, jpegs: list[bytes], tmp: Path, tag: str, spread: int = 1
+) -> dict:
     from visionlake.lake import FRAMES_TOPIC, Lake
     from visionlake.log.base import TopicConfig
     from visionlake.workers.scaling import worker_command
@@ -562,11 +571,13 @@ def _worker_run(broker: Broker, nproc: int, images: list, jpegs: list[bytes], tm
                 raise RuntimeError(f"workers not assigned within 90 s: {parts}")
             time.sleep(0.02)
         join_wait = time.monotonic() - t_spawn
-        cameras = common.cameras_on_distinct_partitions(PARTITIONS, PARTITIONS)
+        cameras = (
+            common.cameras_on_distinct_partitions(PARTITIONS, PARTITIONS) if spread == 1 else ["cam-spread"]
+        )
         cpu0 = [common.proc_cpu(p.pid) for p, _ in procs]
         b0 = broker.cpu()
         busy0, total0 = common.machine_cpu()
-        t_start, t_flushed = _publish(lake, images, jpegs, cameras)
+        t_start, t_flushed = _publish(lake, images, jpegs, cameras, spread)
         _wait_results(lake_dir, len(jpegs), procs, timeout=600)
         t_done = time.time()
         cpu = sum(common.proc_cpu(p.pid) - c for (p, _), c in zip(procs, cpu0, strict=True))
@@ -616,15 +627,20 @@ def _worker_run(broker: Broker, nproc: int, images: list, jpegs: list[bytes], tm
     }
 
 
-def workers(broker: Broker, quick: bool, tmp: Path) -> dict:
-    n = 144 if quick else 400
+def workers(broker: Broker, quick: bool, tmp: Path, spread: int = 1) -> dict:
+    """Two worker processes vs one; with `spread` > 1, ONE camera spread over that many partitions
+    (`ingest --spread`) at 640x480, else 4 cameras on the 4 partitions at WORKER_SIZE."""
+    size = WORKER_SIZE if spread == 1 else (640, 480)
+    n = (144 if quick else 400) if spread == 1 else (60 if quick else 200)
     order = [1, 2] if quick else [1, 2, 2, 1]  # full: ABBA cancels a linear drift in machine load
-    images = common.cycle(common.video_frames(WORKER_SIZE), n)
-    jpegs = common.cycle(common.jpeg_frames(WORKER_SIZE, WORKER_QUALITY), n)
-    say(f"kafka workers: {DETECTOR}, {n} frames {WORKER_SIZE[0]}x{WORKER_SIZE[1]}, runs with {order} workers")
+    images = common.cycle(common.video_frames(size), n)
+    jpegs = common.cycle(common.jpeg_frames(size, WORKER_QUALITY), n)
+    say(
+        f"kafka workers: {DETECTOR}, {n} frames {size[0]}x{size[1]}, runs with {order} workers, spread {spread}"
+    )
     runs: dict[int, list[dict]] = {1: [], 2: []}
     for i, k in enumerate(order):
-        r = _worker_run(broker, k, images, jpegs, tmp, f"{k}-{i}")
+        r = _worker_run(broker, k, images, jpegs, tmp, f"{k}-{i}-s{spread}", spread)
         runs[k].append(r)
         say(
             f"kafka workers: {k} worker(s) {r['fps']:.1f} frames/s (wall {r['wall']:.2f} s, worker cores "
@@ -637,7 +653,7 @@ def workers(broker: Broker, quick: bool, tmp: Path) -> dict:
         return [r[key] for r in runs[k]]
 
     return emit(
-        "kafka_worker_scaling_2v1",
+        "kafka_worker_scaling_2v1" + ("" if spread == 1 else "_one_camera_spread"),
         fps2,
         "frames/s",
         "1 worker process (same broker, same frames)",
@@ -647,9 +663,9 @@ def workers(broker: Broker, quick: bool, tmp: Path) -> dict:
         n=n,
         runs_each=len(runs[1]),
         detector=DETECTOR,
-        frame_size=f"{WORKER_SIZE[0]}x{WORKER_SIZE[1]}",
+        frame_size=f"{size[0]}x{size[1]}",
         opencv_threads=1,
-        cameras=PARTITIONS,
+        cameras=PARTITIONS if spread == 1 else f"1, spread over {spread} partitions",
         wall_1=each("wall", 1),
         wall_2=each("wall", 2),
         publish_s_1=each("publish_s", 1),
@@ -705,3 +721,26 @@ def run(quick: bool, tmp: Path) -> list[dict]:
     finally:
         broker.stop()
     return out
+
+
+if (
+    __name__ == "__main__"
+):  # python bench/kafka_throughput.py --only-spread [--quick]: one camera on 2 workers
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-spread", action="store_true", help="only one camera spread over the 4 partitions")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vl-bench-kafka-") as d:
+        if not args.only_spread:
+            run(args.quick, Path(d))
+        elif _missing():
+            say(f"kafka: skipped: {_missing()}")
+        else:
+            b = Broker(tansu_binary(), Path(d) / "tansu").start()
+            try:
+                workers(b, args.quick, Path(d), spread=PARTITIONS)
+            finally:
+                b.stop()
