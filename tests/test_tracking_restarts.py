@@ -30,6 +30,7 @@ from faultlib import (
 )
 from invariants import assert_invariants
 from media import cameras_covering
+from test_faults_signals import committed
 
 from visionlake.catalog import open_catalog
 from visionlake.catalog import schema as S
@@ -79,13 +80,6 @@ def tracked_boxes(lake: Lake) -> dict[tuple, int | None]:
 def track_table(lake: Lake) -> list[tuple]:
     with lake.catalog.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.select(S.tracks).order_by(S.tracks.c.track_id))]
-
-
-def committed(lake: Lake, group: str) -> int:
-    try:
-        return sum(lake.log.group_offsets(group, "frames").values())
-    except Exception:  # noqa: BLE001 - polled through faults
-        return -1
 
 
 def worker_argv(lake: Lake, url: str | None, *extra: str) -> list[str]:

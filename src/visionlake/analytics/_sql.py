@@ -7,7 +7,7 @@ here as naive datetimes, so results do not depend on the backend.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +17,8 @@ from ..catalog.base import Catalog
 from ..errors import InputError
 
 BUCKETS = ("minute", "hour", "day")
+#: Each bucket's length.
+BUCKET_STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 _SQLITE_FORMATS = {
     "minute": "%Y-%m-%d %H:%M:00",
@@ -45,6 +47,15 @@ def time_bucket(col: Any, bucket: str, dialect: str) -> sa.ColumnElement:
     if dialect == "sqlite":
         return sa.func.strftime(_SQLITE_FORMATS[bucket], col)
     return sa.func.date_trunc(bucket, col)
+
+
+def floor_time(ts: datetime, bucket: str) -> datetime:
+    """The start of the minute, hour or day `ts` falls in (in Python: a bucket of rows already read)."""
+    if bucket == "minute":
+        return ts.replace(second=0, microsecond=0)
+    if bucket == "hour":
+        return ts.replace(minute=0, second=0, microsecond=0)
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def hour_of_day(col: Any, dialect: str) -> sa.ColumnElement:

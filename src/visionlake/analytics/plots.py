@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, MissingDependency
+from ._sql import BUCKET_STEPS
 from .reports import Report
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -20,7 +21,6 @@ SIZE_IN = (10.0, 5.0)
 DPI = 100
 #: Lines drawn at most in a counts plot; the groups with the most detections are kept.
 MAX_LINES = 10
-_STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
 def plot_format(path: str | Path) -> str:
@@ -88,7 +88,7 @@ def _counts(ax: Any, rep: Report) -> str | None:
     groups = [g for g in found if li is None or g[li] is not None] or list(found)
     ranked = sorted(groups, key=lambda g: -sum(found[g].values()))
     shown = ranked[:MAX_LINES]
-    step = _STEPS.get(rep.bucket or "", timedelta(hours=1))
+    step = BUCKET_STEPS.get(rep.bucket or "", timedelta(hours=1))
     for g in shown:
         xs: list = []
         ys: list = []
@@ -129,7 +129,7 @@ def _time_axis(ax: Any, rep: Report, step: timedelta, ylabel: str) -> None:
 
 def _visitors(ax: Any, rep: Report) -> None:
     """Visitors over time, one line per camera and label (0 between buckets with visitors)."""
-    step = _STEPS.get(rep.bucket or "", timedelta(hours=1))
+    step = BUCKET_STEPS.get(rep.bucket or "", timedelta(hours=1))
     lines: dict[tuple, dict] = defaultdict(dict)
     for bucket, camera, label, n, *_ in rep.rows:
         lines[(camera, label)][bucket] = n

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -27,7 +26,7 @@ from sqlalchemy.engine import Connection
 from ..catalog import schema as S
 from ..catalog.base import Catalog, naive_utc
 from ..errors import InputError
-from ._sql import check_bucket, engine_of
+from ._sql import BUCKET_STEPS, check_bucket, engine_of, floor_time
 from .reports import Report, ReportFilter, check_model
 
 ORDERS = ("first-seen", "dwell", "frames")
@@ -148,17 +147,6 @@ def tracks(
     return Report("tracks", columns, out, f"Tracks ({_describe(tf)}), by {order}")
 
 
-_STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
-
-
-def _floor(ts: datetime, bucket: str) -> datetime:
-    if bucket == "minute":
-        return ts.replace(second=0, microsecond=0)
-    if bucket == "hour":
-        return ts.replace(minute=0, second=0, microsecond=0)
-    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def visitors(catalog: Catalog, tf: TrackFilter | None = None, bucket: str = "hour") -> Report:
     """Per bucket, camera and label: visitors (tracks seen in the bucket), entries (tracks that
     started in it) and the mean dwell seconds of those entries. Buckets outside [since, until) are
@@ -171,13 +159,13 @@ def visitors(catalog: Catalog, tf: TrackFilter | None = None, bucket: str = "hou
         rows = _rows(conn, tf, versions) if versions else []
     if len(rows) > MAX_TRACKS:
         raise _too_many()
-    lo = _floor(naive_utc(flt.since), bucket) if flt.since else None
+    lo = floor_time(naive_utc(flt.since), bucket) if flt.since else None
     hi = naive_utc(flt.until) if flt.until else None
     seen: dict[tuple, int] = defaultdict(int)
     entries: dict[tuple, list[float]] = defaultdict(list)
-    step = _STEPS[bucket]
+    step = BUCKET_STEPS[bucket]
     for r in rows:
-        start = _floor(r.first_seen, bucket)
+        start = floor_time(r.first_seen, bucket)
         b = start if lo is None else max(start, lo)
         while b <= r.last_seen and (hi is None or b < hi):
             seen[(b, r.camera, r.label)] += 1

@@ -24,12 +24,10 @@ from sqlalchemy.engine import Connection
 from ..errors import InputError
 from ..types import Detections
 from . import schema as S
-from .versions import update_rollup
+from .versions import chunks, update_rollup
 
 ENROLLED, SEEN = "enrolled", "seen"
 UNKNOWN = "unknown"
-#: Rows per statement when a list of keys goes into an IN (...).
-_CHUNK = 500
 
 
 class UnknownName(InputError):
@@ -64,11 +62,6 @@ def _vectors(blobs: Sequence[bytes]) -> np.ndarray:
     if not blobs:
         return np.zeros((0, 0), np.float32)
     return np.stack([np.frombuffer(b, dtype="<f4") for b in blobs]).astype(np.float32)
-
-
-def _chunks(items: list, n: int = _CHUNK) -> Iterable[list]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 # --- written with the results -----------------------------------------------------------------------
@@ -145,7 +138,7 @@ def attach_seen(
     """Stored detections of `model`/`version` with the embeddings stored beside them, where any are."""
     e = S.face_embeddings.c
     kept: dict[tuple, tuple[bytes, float | None]] = {}
-    for chunk in _chunks(sorted(found)):
+    for chunk in chunks(sorted(found)):
         for fid, x1, y1, x2, y2, blob, dist in conn.execute(
             sa.select(e.frame_id, e.x1, e.y1, e.x2, e.y2, e.embedding, e.distance).where(
                 e.source == SEEN, e.frame_id.in_(chunk), e.model == model, e.model_version == version

@@ -19,14 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import schema as S
+from .versions import chunks
 
-_CHUNK = 500
 _BOX = ("best_x1", "best_y1", "best_x2", "best_y2")
-
-
-def _chunks(items: list, n: int = _CHUNK) -> Iterable[list]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 @dataclass
@@ -74,7 +69,7 @@ def tracks_before(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> dic
     wanted = set(keys)
     d = S.detections.c
     out: dict[int, set[str]] = defaultdict(set)
-    for chunk in _chunks(sorted({k[0] for k in wanted})):
+    for chunk in chunks(sorted({k[0] for k in wanted})):
         for fid, mod, ver, tid in conn.execute(
             sa.select(d.frame_id, d.model, d.model_version, d.track_id).where(
                 d.frame_id.in_(chunk), d.track_id.is_not(None)
@@ -124,7 +119,7 @@ def _with_stored(conn: Connection, added: Mapping[int, _Track]) -> Iterable[tupl
     """Each added track with its stored row (locked on PostgreSQL: two writers of one track take turns)."""
     t = S.tracks.c
     stored: dict[int, dict] = {}
-    for chunk in _chunks(sorted(added)):
+    for chunk in chunks(sorted(added)):
         for row in conn.execute(
             sa.select(S.tracks).where(t.track_id.in_(chunk)).order_by(t.track_id).with_for_update()
         ).mappings():
@@ -154,7 +149,7 @@ def recompute(conn: Connection, insert: Callable[[sa.Table], sa.Insert], track_i
     """Rebuild these tracks' rows from their stored boxes (in capture order); delete the empty ones."""
     d, f = S.detections.c, S.frames.c
     built: dict[int, _Track] = {}
-    for chunk in _chunks(track_ids):
+    for chunk in chunks(track_ids):
         for row in conn.execute(
             sa.select(
                 d.track_id,
@@ -182,7 +177,7 @@ def recompute(conn: Connection, insert: Callable[[sa.Table], sa.Insert], track_i
             track.add(row.frame_id, row.captured_at, row.score, (row.x1, row.y1, row.x2, row.y2))
     t = S.tracks.c
     gone = [tid for tid in track_ids if tid not in built]
-    for chunk in _chunks(gone):
+    for chunk in chunks(gone):
         conn.execute(sa.delete(S.tracks).where(t.track_id.in_(chunk)))
     _upsert(conn, insert, [track.row(tid) for tid, track in built.items()])
 

@@ -118,7 +118,8 @@ def _rank(keys: Mapping[str, Mapping[str, tuple]], model: str, version: str) -> 
     return keys.get(model, {}).get(version) or (0, datetime.min, version)
 
 
-def _chunks(items: list, n: int = _CHUNK) -> Iterable[list]:
+def chunks(items: list, n: int = _CHUNK) -> Iterable[list]:
+    """`items` in slices short enough for one IN (...) list."""
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
@@ -146,7 +147,7 @@ def update_rollup(
     stored_frames: dict[str, tuple[str, datetime]] = {}
     # per frame: model -> version -> (n_detections, labels or None when not read)
     state: dict[str, dict[str, dict[str, tuple[int, Counter | None]]]] = defaultdict(dict)
-    for chunk in _chunks(fids):
+    for chunk in chunks(fids):
         for fid, cam, ts in conn.execute(
             sa.select(f.frame_id, f.camera, f.captured_at)
             .where(f.frame_id.in_(chunk))
@@ -168,7 +169,7 @@ def update_rollup(
         }
     )
     labels: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
-    for chunk in _chunks(need):
+    for chunk in chunks(need):
         for fid, mod, ver, lab, cnt in conn.execute(
             sa.select(d.frame_id, d.model, d.model_version, d.label, sa.func.count())
             .where(d.frame_id.in_(chunk))

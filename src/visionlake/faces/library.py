@@ -125,15 +125,13 @@ def _cameras(lake: Any, frame_ids: set[str]) -> dict[str, str]:
     import sqlalchemy as sa
 
     from ..catalog import schema as S
+    from ..catalog.versions import chunks
 
     f = S.frames.c
     out: dict[str, str] = {}
-    ids = sorted(frame_ids)
     with _engine(lake).connect() as conn:
-        for i in range(0, len(ids), 500):
-            out.update(
-                conn.execute(sa.select(f.frame_id, f.camera).where(f.frame_id.in_(ids[i : i + 500]))).all()
-            )
+        for part in chunks(sorted(frame_ids)):
+            out.update(conn.execute(sa.select(f.frame_id, f.camera).where(f.frame_id.in_(part))).all())
     return out
 
 
