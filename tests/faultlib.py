@@ -367,6 +367,13 @@ CRASH_POINTS = {
 }
 
 
+#: the step of a shared worker (`worker --shared`) that takes the place of the offset commit
+SHARE_CRASH_POINTS = {
+    **{k: v for k, v in CRASH_POINTS.items() if k != "commit"},
+    "acknowledge": ("visionlake.workers.checkpoint", "ShareCheckpoint", "commit"),  # records acknowledged
+}
+
+
 def crash_argv(point: str, nth: int, argv: list[str], action: str = "kill") -> list[str]:
     """`argv` (a `vl_argv` command line) run with a fault at the `nth` call of the step `point`:
 
@@ -374,7 +381,10 @@ def crash_argv(point: str, nth: int, argv: list[str], action: str = "kill") -> l
     - ``fill:PATH``: right before the step, the file system holding PATH is filled up by writing
       PATH (the test deletes it to make room again).
     """
-    assert point in CRASH_POINTS and argv[1:3] == ["-m", "visionlake"], (point, argv)
+    assert point in {**CRASH_POINTS, **SHARE_CRASH_POINTS} and argv[1:3] == ["-m", "visionlake"], (
+        point,
+        argv,
+    )
     spec = f"{point}:{nth}:{action}"
     return [sys.executable, str(Path(__file__).resolve()), "--fault", spec, "--", *argv[3:]]
 
@@ -394,7 +404,7 @@ def _run_with_fault(spec: str, args: list[str]) -> None:
     import importlib
 
     point, nth, action = spec.split(":", 2)
-    module, cls_name, method = CRASH_POINTS[point]
+    module, cls_name, method = {**CRASH_POINTS, **SHARE_CRASH_POINTS}[point]
     cls = getattr(importlib.import_module(module), cls_name)
     real = getattr(cls, method)
     calls = {"n": 0}

@@ -424,14 +424,14 @@ def test_segment_removed_by_retention_while_reading_resumes_at_start(tmp_path):
     for _ in range(6):
         produce(lg, "t", 5, size=100)
     with lg.consumer(["t"]) as c:
-        real = c._read_values
+        real = c._segments.read
 
         def retention_first(*args):
-            c._read_values = real
+            c._segments.read = real
             assert lg.enforce_retention() > 0
             return real(*args)
 
-        c._read_values = retention_first
+        c._segments.read = retention_first
         recs = drain(c, None)
     start = lg.topics()[0].partitions[0].start_offset
     assert start > 0

@@ -42,6 +42,7 @@ from .cli_web import register as register_web
 from .errors import InputError, SourceUnreachable, UnknownFrame, VisionlakeError
 from .lake import FRAMES_TOPIC
 from .limits import DEFAULT_MAX_PIXELS, DEFAULT_QUERY_MAX_BYTES, MAX_PARTITIONS
+from .log.base import DEFAULT_LEASE_S, DEFAULT_MAX_DELIVERIES
 from .output import Format, console, err_console, esc, human_bytes, plural, record_out, rows_out
 
 app = command_group(
@@ -420,14 +421,36 @@ def worker(
     cooldown: Annotated[
         float, seconds_option("With --autoscale: seconds of no lag before a worker is removed", "--cooldown")
     ] = 30.0,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared",
+            help="Share every partition with the group's other workers, record by record (a share "
+            "group: one busy camera on many workers; frames are finished in any order, so no --track)",
+        ),
+    ] = False,
+    lease: Annotated[
+        float,
+        seconds_option("With --shared: seconds a worker holds a frame before another may take it", "--lease"),
+    ] = DEFAULT_LEASE_S,
+    max_deliveries: Annotated[
+        int,
+        count_option(
+            "With --shared: deliveries of a frame that no worker finished before it is dead-lettered",
+            "--max-deliveries",
+            max=1000,
+        ),
+    ] = DEFAULT_MAX_DELIVERIES,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Run a detector over the frames topic as a member of a consumer group."""
-    from .workers.worker import Worker
+    """Run a detector over the frames topic as a member of a consumer group (or, --shared, a share group)."""
+    from .workers.worker import SharedReading, Worker, check_reading
 
     if start not in ("earliest", "latest"):
         raise InputError(f"--from must be earliest or latest, got {start!r}")
     tracking = _tracking(track, tracker, track_lost)
+    reading = SharedReading(lease, max_deliveries) if shared else None
+    check_reading(reading, tracking)
     det = _detector(detector, param)
     if processes > 1 or autoscale:
         from .workers import scaling
@@ -453,10 +476,13 @@ def worker(
         args += [x for p in param or [] for x in ("--param", p)]
         args += ["--group", group] if group else []
         args += ["--track", "--tracker", tracker, "--track-lost", str(track_lost)] if track else []
+        args += ["--shared", "--lease", str(lease), "--max-deliveries", str(max_deliveries)] if shared else []
         if autoscale:  # the supervisor decides when workers stop: no --until-idle or --max-frames
             if max_frames is not None:
                 raise InputError("--max-frames cannot be combined with --autoscale")
-            _autoscale(ctx, det, autoscale, cooldown, args, group, topic, until_idle, idle_timeout, fmt)
+            _autoscale(
+                ctx, det, autoscale, cooldown, args, group, topic, until_idle, idle_timeout, shared, fmt
+            )
             return
         args += ["--until-idle"] if until_idle else []
         args += ["--max-frames", str(max_frames)] if max_frames is not None else []
@@ -496,11 +522,12 @@ def worker(
         max_pixels=max_pixels,
         metrics=metrics,
         tracking=tracking,
+        shared=reading,
     )
     _run_worker(w, fmt, f"{det.name} {det.model_version}")
 
 
-def _autoscale(ctx, det, spec, cooldown, args, group, topic, until_idle, idle_timeout, fmt) -> None:  # noqa: ANN001, PLR0913
+def _autoscale(ctx, det, spec, cooldown, args, group, topic, until_idle, idle_timeout, shared, fmt) -> None:  # noqa: ANN001, PLR0913
     """`worker --autoscale MIN:MAX`: supervise worker processes on the group's lag."""
     from .workers import scaling
     from .workers.autoscale import Policy, Supervisor, group_lag
@@ -509,7 +536,7 @@ def _autoscale(ctx, det, spec, cooldown, args, group, topic, until_idle, idle_ti
     interval = min(2.0, cooldown / 3)
     policy = Policy.parse(spec, interval=interval, settle=min(10.0, cooldown / 2), cooldown=cooldown)
     lake = _state(ctx).lake
-    group = group or default_group(det.name, det.model_version)
+    group = group or default_group(det.name, det.model_version, shared)
     lake.log.ensure_topic(topic)
     children: list = []
 
@@ -518,7 +545,7 @@ def _autoscale(ctx, det, spec, cooldown, args, group, topic, until_idle, idle_ti
         children.append((child, scaling.PipeReader(child.proc.stdout)))
         return child.proc
 
-    sup = Supervisor(policy, start, lambda: group_lag(lake.log, group, topic))
+    sup = Supervisor(policy, start, lambda: group_lag(lake.log, group, topic, shared))
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, sup.stop)
     sup.run(until_idle=idle_timeout if until_idle else None)

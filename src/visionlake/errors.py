@@ -71,6 +71,12 @@ class LogWriteFailed(LogError, BackendUnavailable):
     exit_code = 3
 
 
+class Unsupported(LogError, InputError):
+    """The log backend (or the broker behind it) lacks a feature that was asked for."""
+
+    exit_code = 2
+
+
 class LogCorrupted(LogError):
     """Stored data the index still lists is missing or short.
 

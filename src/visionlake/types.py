@@ -26,6 +26,8 @@ class Record:
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
+    #: how many times a share group has handed this record out, this time included (1 elsewhere)
+    delivery_count: int = 1
 
     def header(self, name: str) -> str | None:
         """The last value of header `name` as text, or None when absent."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from ..errors import InputError, RecordTooLarge
+from ..errors import InputError, RecordTooLarge, Unsupported
 from ..limits import MAX_PARTITIONS
 from ..types import Headers, Record, RecordMetadata
 
@@ -178,6 +178,9 @@ class GroupInfo:
     group: str
     members: list[str]
     partitions: list[GroupPartition] = field(default_factory=list)
+    #: "consumer" (ordered, one member per partition) or "share" (records leased one by one);
+    #: a share group's `committed` is its start: every record before it is acknowledged
+    kind: str = "consumer"
 
     @property
     def lag(self) -> int:
@@ -261,6 +264,52 @@ class Consumer(abc.ABC):
         self.close()
 
 
+#: How long a share-group member holds a record before it goes to another member (Kafka's default).
+DEFAULT_LEASE_S = 30.0
+#: Deliveries of one record before it is given up as poison (Kafka's group.share.delivery.count.limit).
+DEFAULT_MAX_DELIVERIES = 5
+
+
+class ShareConsumer(abc.ABC):
+    """A member of a share group: every member reads every partition, record by record.
+
+    Kafka's share groups (KIP-932) as an interface: `poll` leases records to this member for
+    `lease_s` seconds; `acknowledge` finishes them for good; `release` hands them back at once. A
+    record whose lease runs out (its member died or stalled) goes to another member with its
+    `delivery_count` raised, so several workers share one camera's partition, in no particular order.
+    """
+
+    group: str
+    lease_s: float
+    max_deliveries: int
+
+    @abc.abstractmethod
+    def poll(self, max_records: int = 100, timeout: float = 1.0) -> list[Record]:
+        """Up to `max_records` records leased to this member, waiting at most `timeout` seconds."""
+
+    @abc.abstractmethod
+    def acknowledge(self, records: Iterable[Record]) -> int:
+        """These records are done: no member gets them again. Returns how many were still open."""
+
+    @abc.abstractmethod
+    def release(self, records: Iterable[Record]) -> int:
+        """Hand these leased records back, not counted as a delivery; returns how many were held."""
+
+    @abc.abstractmethod
+    def assignment(self) -> list[tuple[str, int]]:
+        """Every (topic, partition) this member reads from: all of its topics' partitions."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what is still leased and leave the group."""
+
+    def __enter__(self) -> ShareConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class FrameLog(abc.ABC):
     """A partitioned, replayable log of records."""
 
@@ -308,6 +357,22 @@ class FrameLog(abc.ABC):
         partitions: Iterable[int] | None = None,
     ) -> Consumer:
         """A group member when `group` is given, else a standalone reader of all (or the given) partitions."""
+
+    def share_consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        offset_reset: OffsetReset = "earliest",
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+    ) -> ShareConsumer:
+        """A member of share group `group` (see `ShareConsumer`); Unsupported where the backend has none."""
+        raise Unsupported(f"the frame log {self.url} has no share groups")
+
+    def share_offsets(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition, the share group's start: every record before it is acknowledged."""
+        raise Unsupported(f"the frame log {self.url} has no share groups")
 
     @abc.abstractmethod
     def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:

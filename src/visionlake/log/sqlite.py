@@ -14,7 +14,8 @@ tail in a segment file, never a record pointing at missing bytes.
 Consumer groups live in the same database: members heartbeat on poll, a member whose process is gone
 (kill -9 included, checked by pid on this host) or silent past the session timeout is expelled, and
 every membership change bumps the group generation, after which each member recomputes the same
-round-robin assignment from the sorted member list.
+round-robin assignment from the sorted member list. Share groups (record-by-record leases, several
+members per partition) keep their state in the same database: log/sqlite_share.py.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from pathlib import Path
 from ..errors import BackendUnavailable, InputError, LogCorrupted, LogWriteFailed, UnknownTopic
 from ..types import Headers, Record, RecordMetadata
 from .base import (
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_DELIVERIES,
     UNCHANGED,
     Consumer,
     FrameLog,
@@ -44,6 +47,7 @@ from .base import (
     OffsetReset,
     PartitionInfo,
     Producer,
+    ShareConsumer,
     TopicChanges,
     TopicConfig,
     TopicInfo,
@@ -82,6 +86,16 @@ CREATE TABLE IF NOT EXISTS group_topics(grp TEXT, tid INT, PRIMARY KEY(grp, tid)
 CREATE TABLE IF NOT EXISTS offsets(
   grp TEXT, tid INT, partition INT, offset INT NOT NULL, committed_at REAL NOT NULL,
   PRIMARY KEY(grp, tid, partition));
+CREATE TABLE IF NOT EXISTS share_partitions(
+  grp TEXT, tid INT, partition INT, start_offset INT NOT NULL, next_offset INT NOT NULL,
+  PRIMARY KEY(grp, tid, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS share_records(
+  grp TEXT, tid INT, partition INT, offset INT, state INT NOT NULL, deliveries INT NOT NULL,
+  member TEXT, lease_until REAL, PRIMARY KEY(grp, tid, partition, offset)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS share_records_state ON share_records(grp, state);
+CREATE TABLE IF NOT EXISTS share_members(
+  grp TEXT, member TEXT, topics TEXT NOT NULL, host TEXT, pid INT, heartbeat REAL NOT NULL,
+  PRIMARY KEY(grp, member));
 """
 
 
@@ -349,7 +363,23 @@ class SqliteLog(FrameLog):
                 for p in range(n):
                     parts.append(GroupPartition(name, p, committed.get((tid, p)), ends[p], owner_of.get(p)))
             out.append(GroupInfo(g, [m for m, _ in members], parts))
-        return out
+        return sorted(out + self._share_groups(), key=lambda g: g.group)
+
+    def _share_groups(self) -> list[GroupInfo]:
+        """Share groups, their start offsets as the committed ones (see sqlite_share.py)."""
+        from .sqlite_share import share_members
+
+        c = self._conn
+        rows = c.execute(
+            "SELECT s.grp, t.name, s.partition, s.start_offset, p.end_offset FROM share_partitions s"
+            " JOIN topics t ON t.id=s.tid JOIN partitions p ON p.tid=s.tid AND p.partition=s.partition"
+            " ORDER BY s.grp, t.name, s.partition"
+        ).fetchall()
+        out: dict[str, GroupInfo] = {}
+        for g, topic, p, start, end in rows:
+            info = out.get(g) or out.setdefault(g, GroupInfo(g, share_members(c, g), kind="share"))
+            info.partitions.append(GroupPartition(topic, p, start, end))
+        return list(out.values())
 
     def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
         """Per partition, the first offset whose timestamp is >= timestamp_ms (the end offset if none)."""
@@ -376,6 +406,11 @@ class SqliteLog(FrameLog):
                 "INSERT OR REPLACE INTO offsets VALUES(?,?,?,?,?)",
                 [(group, tid, p, o, time.time()) for p, o in offsets.items()],
             )
+
+    def share_offsets(self, group: str, topic: str) -> dict[int, int]:
+        from .sqlite_share import share_offsets
+
+        return share_offsets(self._conn, group, self._topic_row(self._conn, topic)[0])
 
     def group_offsets(self, group: str, topic: str) -> dict[int, int]:
         tid = self._topic_row(self._conn, topic)[0]
@@ -407,6 +442,22 @@ class SqliteLog(FrameLog):
     ) -> SqliteConsumer:
         check_offset_reset(offset_reset)
         return SqliteConsumer(self, list(topics), group, offset_reset, partitions)
+
+    def share_consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        offset_reset: OffsetReset = "earliest",
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+    ) -> ShareConsumer:
+        from .sqlite_share import SqliteShareConsumer
+
+        check_offset_reset(offset_reset)
+        return SqliteShareConsumer(
+            self, topics, group, offset_reset, lease_s=lease_s, max_deliveries=max_deliveries
+        )
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -637,6 +688,59 @@ class _SegmentMissing(Exception):
         self.segment, self.offset, self.path = segment, offset, path
 
 
+class SegmentReader:
+    """Reads record values out of segment files for one reader, keeping each file open once."""
+
+    def __init__(self, log_: SqliteLog, conn: sqlite3.Connection, topics: dict[str, tuple[int, int]]) -> None:
+        self.log = log_
+        self.conn = conn
+        self.topics = topics  # name -> (tid, partitions)
+        self._files: dict[tuple[str, int, int], int] = {}
+
+    def read(self, topic: str, p: int, rows: list[tuple]) -> list[bytes]:
+        """Values of index rows: one pread each into a fresh bytes object (no second copy).
+
+        Raises _SegmentMissing for a segment file that is not there (retention may just have removed it).
+        """
+        values = []
+        for row in rows:
+            key = (topic, p, row[3])
+            fd = self._files.get(key)
+            if fd is None:
+                path = self.log.segment_path(topic, p, row[3])
+                try:
+                    fd = self._files[key] = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise _SegmentMissing(row[3], row[0], path) from None
+            data = os.pread(fd, row[5], row[4])
+            if len(data) != row[5]:
+                raise self.corrupted(
+                    topic, p, row[3], f"ends before offset {row[0]} ({row[5]} bytes at position {row[4]})"
+                )
+            values.append(data)
+        return values
+
+    def corrupted(self, topic: str, p: int, segment: int, what: str) -> LogCorrupted:
+        """The error for a segment file the index still lists but that is missing or short."""
+        tid = self.topics[topic][0]
+        first, last = self.conn.execute(
+            "SELECT min(offset), max(offset) FROM records WHERE tid=? AND partition=? AND segment=?",
+            (tid, p, segment),
+        ).fetchone()
+        path = self.log.segment_path(topic, p, segment)
+        return LogCorrupted(
+            f"frame log {self.log.root}: segment file {path} of {topic}/{p} {what}, but the index still"
+            f" lists offsets {first}-{last} in it (retention did not remove it). Restore the file from a"
+            f" backup; to give those records up instead, move the consumer group past offset {last}"
+            f" (FrameLog.commit_group_offsets)"
+        )
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
 class SqliteConsumer(Consumer):
     """A reader of the embedded log; with a group it is one member sharing the partitions."""
 
@@ -663,7 +767,7 @@ class SqliteConsumer(Consumer):
         self._generation = -1
         self._last_heartbeat = 0.0
         self._rr = 0
-        self._files: dict[tuple[str, int, int], int] = {}
+        self._segments = SegmentReader(log_, self.conn, self._topics)
         self._closed = False
         if group is None:
             for t, (_, n) in self._topics.items():
@@ -679,6 +783,11 @@ class SqliteConsumer(Consumer):
     def _join(self) -> None:
         now = time.time()
         with SqliteLog.write(self.conn) as c:
+            if c.execute("SELECT 1 FROM share_partitions WHERE grp=? LIMIT 1", (self.group,)).fetchone():
+                raise InputError(
+                    f"group {self.group!r} is a share group (worker --shared); ordered reading needs a"
+                    " consumer group of another name"
+                )
             c.execute("INSERT OR IGNORE INTO groups VALUES(?, 0)", (self.group,))
             c.executemany(
                 "INSERT OR IGNORE INTO group_topics VALUES(?,?)",
@@ -789,44 +898,6 @@ class SqliteConsumer(Consumer):
         start, end = self._bounds(t, p, c)
         return start if self.offset_reset == "earliest" else end
 
-    def _read_values(self, topic: str, p: int, rows: list[tuple]) -> list[bytes]:
-        """Values of index rows: one pread each into a fresh bytes object (no second copy).
-
-        Raises _SegmentMissing for a segment file that is not there (retention may just have removed it).
-        """
-        values = []
-        for row in rows:
-            key = (topic, p, row[3])
-            fd = self._files.get(key)
-            if fd is None:
-                path = self.log.segment_path(topic, p, row[3])
-                try:
-                    fd = self._files[key] = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    raise _SegmentMissing(row[3], row[0], path) from None
-            data = os.pread(fd, row[5], row[4])
-            if len(data) != row[5]:
-                raise self._corrupted(
-                    topic, p, row[3], f"ends before offset {row[0]} ({row[5]} bytes at position {row[4]})"
-                )
-            values.append(data)
-        return values
-
-    def _corrupted(self, topic: str, p: int, segment: int, what: str) -> LogCorrupted:
-        """The error for a segment file the index still lists but that is missing or short."""
-        tid = self._topics[topic][0]
-        first, last = self.conn.execute(
-            "SELECT min(offset), max(offset) FROM records WHERE tid=? AND partition=? AND segment=?",
-            (tid, p, segment),
-        ).fetchone()
-        path = self.log.segment_path(topic, p, segment)
-        return LogCorrupted(
-            f"frame log {self.log.root}: segment file {path} of {topic}/{p} {what}, but the index still"
-            f" lists offsets {first}-{last} in it (retention did not remove it). Restore the file from a"
-            f" backup; to give those records up instead, move the consumer group past offset {last}"
-            f" (FrameLog.commit_group_offsets)"
-        )
-
     def poll(self, max_records: int = 100, timeout: float = 1.0) -> list[Record]:
         deadline = time.monotonic() + timeout
         pause = 0.002
@@ -861,11 +932,11 @@ class SqliteConsumer(Consumer):
                 if pos < start:
                     log.warning("%s/%d: offset %d is past retention; resuming at %d", t, p, pos, start)
             try:
-                values = self._read_values(t, p, rows)
+                values = self._segments.read(t, p, rows)
             except _SegmentMissing as e:
                 if e.offset < self._bounds(t, p)[0]:  # retention removed it after the query: resume
                     continue  # at the new start next round
-                raise self._corrupted(t, p, e.segment, "is missing") from None
+                raise self._segments.corrupted(t, p, e.segment, "is missing") from None
             for (offset, ts, key, _seg, _pos, _len, hdr), value in zip(rows, values, strict=True):
                 out.append(Record(t, p, offset, ts, key, value, decode_headers(hdr)))
             if rows:
@@ -950,7 +1021,5 @@ class SqliteConsumer(Consumer):
                 log.info("member %s left group %s", self.member_id, self.group)
             except LogWriteFailed as e:  # the others expel this member once its process is gone
                 log.warning("member %s could not leave group %s: %s", self.member_id, self.group, e)
-        for fd in self._files.values():
-            os.close(fd)
-        self._files.clear()
+        self._segments.close()
         self.conn.close()

@@ -106,14 +106,17 @@ class Decision:
     reason: str
 
 
-def group_lag(frame_log: FrameLog, group: str, topic: str) -> tuple[int, int]:
-    """(lag, committed records) of `group` on `topic`: the same lag `log groups` shows."""
+def group_lag(frame_log: FrameLog, group: str, topic: str, shared: bool = False) -> tuple[int, int]:
+    """(lag, committed records) of `group` on `topic`: the same lag `log groups` shows.
+
+    For a share group the committed offset is its start: every record before it is acknowledged.
+    """
     info = next((t for t in frame_log.topics() if t.name == topic), None)
     if info is None:
         return 0, 0
     end = {p.partition: p.end_offset for p in info.partitions}
     start = {p.partition: p.start_offset for p in info.partitions}
-    committed = frame_log.group_offsets(group, topic)
+    committed = (frame_log.share_offsets if shared else frame_log.group_offsets)(group, topic)
     lag = sum(max(0, e - committed.get(p, start[p])) for p, e in end.items())
     return lag, sum(committed.values())
 

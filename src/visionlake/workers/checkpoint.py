@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from ..errors import VisionlakeError
-from ..log.base import Consumer
+from ..log.base import Consumer, ShareConsumer
 from ..types import Record
 
 log = logging.getLogger("visionlake.worker")
@@ -106,3 +106,37 @@ class Checkpoint:
             self._pending.pop(tp, None)
             self._finished.pop(tp, None)
             self._committed.pop(tp, None)
+
+
+class ShareCheckpoint:
+    """The checkpoint of a share-group member: each finished record is acknowledged on its own.
+
+    Members of a share group hold records of one partition in any order, so there is no prefix to
+    commit: `commit` acknowledges what is finished, and the records still held when the worker stops
+    are handed back by the consumer's `close`.
+    """
+
+    def __init__(self, consumer: ShareConsumer) -> None:
+        self.consumer = consumer
+        self._held: dict[tuple[str, int, int], Record] = {}
+        self._finished: list[Record] = []
+
+    def track(self, records: Iterable[Record]) -> None:
+        for r in records:
+            self._held[(r.topic, r.partition, r.offset)] = r
+
+    def finish(self, record: Record) -> None:
+        if self._held.pop((record.topic, record.partition, record.offset), None) is not None:
+            self._finished.append(record)
+
+    def unfinished(self) -> int:
+        return len(self._held)
+
+    def commit(self) -> dict[TopicPartition, int]:
+        """Acknowledge the finished records; returns {(topic, partition): records acknowledged}."""
+        done, self._finished = self._finished, []
+        self.consumer.acknowledge(done)
+        out: dict[TopicPartition, int] = {}
+        for r in done:
+            out[(r.topic, r.partition)] = out.get((r.topic, r.partition), 0) + 1
+        return out

@@ -10,6 +10,11 @@ With tracking on (`tracking=TrackerSettings(...)`, `worker --track`), each camer
 its tracker in capture order between detection and persistence, and the tracker's state is written in
 the same catalog transaction as the results it produced (`tracks.BatchTracker`).
 
+With `shared=SharedReading(...)` (`worker --shared`) the worker is a member of a share group instead:
+several workers take records of the same partition one by one, each finished record is acknowledged
+on its own, and a record handed out more than `max_deliveries` times (its workers kept dying on it)
+is dead-lettered without being decoded.
+
 A record that cannot be a frame (empty, undecodable, oversized, absurd dimensions, other content under
 a stored frame id) or that makes the detector fail goes to the dead-letter topic with its reason; the
 worker keeps going.
@@ -31,16 +36,23 @@ import cv2
 
 from ..catalog import FrameResult, TrackerState
 from ..detectors.base import Detector
-from ..errors import ArchiveConflict, ArchiveError, BackendUnavailable, FrameError, VisionlakeError
+from ..errors import (
+    ArchiveConflict,
+    ArchiveError,
+    BackendUnavailable,
+    FrameError,
+    InputError,
+    VisionlakeError,
+)
 from ..frames import FrameMeta, check_dimensions, decode_image, image_format, iso, meta_from_record
 from ..lake import FRAMES_TOPIC, Lake, detections_topic, dlq_topic
 from ..limits import DEFAULT_MAX_PIXELS
-from ..log.base import Consumer, OffsetReset
+from ..log.base import DEFAULT_LEASE_S, DEFAULT_MAX_DELIVERIES, Consumer, OffsetReset, ShareConsumer
 from ..metrics import NO_WORKER_METRICS, Metrics
 from ..tracking import TrackerSettings
 from ..types import Detections, Record
 from .archive_reader import ArchiveReader
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, ShareCheckpoint
 from .tracks import BatchTracker
 
 log = logging.getLogger("visionlake.worker")
@@ -79,6 +91,14 @@ class WorkerStats:
         d["seconds"] = round(self.seconds, 3)
         d["busy_seconds"] = round(self.busy_seconds, 3)
         return d
+
+
+@dataclass(frozen=True)
+class SharedReading:
+    """`worker --shared`: read the frames through a share group, record by record."""
+
+    lease_s: float = DEFAULT_LEASE_S
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
 
 
 @dataclass
@@ -132,12 +152,13 @@ class Worker:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         metrics: Metrics | None = None,
         tracking: TrackerSettings | None = None,
+        shared: SharedReading | None = None,
     ) -> None:
         self.lake = lake
         self.detector = detector
         self.model = detector.name
         self.model_version = version or detector.model_version
-        self.group = group or default_group(self.model, self.model_version)
+        self.group = group or default_group(self.model, self.model_version, shared is not None)
         self.topic = topic
         self.offset_reset = offset_reset
         self.batch_size = batch_size
@@ -164,6 +185,10 @@ class Worker:
         )
         self._backend = "log"  # the backend the batch in hand is using: what an outage is counted on
         self._warned_spread: set[str] = set()
+        self.shared = shared
+        check_reading(shared, tracking)
+        if shared is not None and source is not None:
+            raise InputError("--shared reads the frame log; it cannot be combined with another source")
         self.tracker = (
             BatchTracker(lake.catalog, self.model, self.model_version, tracking)
             if tracking is not None
@@ -186,11 +211,11 @@ class Worker:
         bind = getattr(self.detector, "bind_catalog", None)
         if callable(bind):  # a detector that reads the catalog (face-id: the enrolled people)
             bind(lake.catalog)
-        consumer = self.source or lake.log.consumer(
-            [self.topic], group=self.group, offset_reset=self.offset_reset
-        )
+        consumer = self.source or self._consumer()
         producer = lake.log.producer()
-        self.checkpoint = Checkpoint(consumer)
+        self.checkpoint = (
+            ShareCheckpoint(consumer) if isinstance(consumer, ShareConsumer) else Checkpoint(consumer)
+        )
         start = time.monotonic()
         last_data = start
         log.info(
@@ -253,6 +278,18 @@ class Worker:
         )
         return self.stats
 
+    def _consumer(self) -> Consumer | ShareConsumer:
+        """A member of the group: ordered (a consumer group), or record by record (a share group)."""
+        if self.shared is None:
+            return self.lake.log.consumer([self.topic], group=self.group, offset_reset=self.offset_reset)
+        return self.lake.log.share_consumer(
+            [self.topic],
+            self.group,
+            self.offset_reset,
+            lease_s=self.shared.lease_s,
+            max_deliveries=self.shared.max_deliveries,
+        )
+
     # -- one batch ---------------------------------------------------------------------------
 
     def _handle_with_retry(self, records: list[Record], consumer, producer) -> None:
@@ -314,6 +351,10 @@ class Worker:
                 self.stats.beyond_range += 1
                 batch.finished.append(r)
                 continue
+            if self.shared is not None and r.delivery_count > self.shared.max_deliveries:
+                batch.dead.append((r, self._poison(r)))
+                batch.finished.append(r)
+                continue
             try:
                 parsed.append((r, self._meta(r)))
             except FrameError as e:
@@ -331,6 +372,12 @@ class Worker:
                 batch.dead.append((r, e.reason))
             batch.finished.append(r)
         return batch
+
+    def _poison(self, r: Record) -> str:
+        return (
+            f"poison: delivered {r.delivery_count} times and never finished (the workers holding it died "
+            f"or ran past their {self.shared.lease_s:g} s lease); the limit is {self.shared.max_deliveries}"
+        )
 
     def _spread(self, res: _Result) -> bool:
         """A frame of a camera spread over several partitions (`ingest --spread`): several workers
@@ -485,8 +532,19 @@ class Worker:
         }
 
 
-def default_group(model: str, version: str) -> str:
-    return f"{model}.{version}"
+def check_reading(shared: SharedReading | None, tracking: TrackerSettings | None) -> None:
+    """Refuse tracking on shared reading: a tracker needs each camera's frames in capture order."""
+    if shared is not None and tracking is not None:
+        raise InputError(
+            "--shared hands a camera's frames to several workers in any order, and --track needs them "
+            "in capture order: drop one of the two (a tracked camera scales by running one worker per "
+            "camera partition)"
+        )
+
+
+def default_group(model: str, version: str, shared: bool = False) -> str:
+    """`model.version`; a share group's name gets `.shared` (a group is one kind or the other)."""
+    return f"{model}.{version}.shared" if shared else f"{model}.{version}"
 
 
 def _dlq_headers(r: Record, reason: str, model: str) -> list[tuple[str, bytes]]:

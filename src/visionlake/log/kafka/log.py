@@ -31,6 +31,8 @@ from typing import Any
 from ...errors import BackendUnavailable, ConfigError, InputError, LogError, UnknownTopic, VisionlakeError
 from ...redact import redact_url
 from ..base import (
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_RECORD_BYTES,
     TOPIC_NAME,
     UNCHANGED,
@@ -39,6 +41,7 @@ from ..base import (
     GroupPartition,
     OffsetReset,
     PartitionInfo,
+    ShareConsumer,
     TopicChanges,
     TopicConfig,
     TopicInfo,
@@ -537,6 +540,24 @@ class KafkaLog(FrameLog):
         c = KafkaConsumer(self, list(topics), group, offset_reset, partitions)
         self._consumers.add(c)
         return c
+
+    def share_consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        offset_reset: OffsetReset = "earliest",
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+    ) -> ShareConsumer:
+        """A share-group member; Unsupported, with the alternative, on a broker without share groups.
+
+        Where a share group starts is the broker's `share.auto.offset.reset` (latest unless set).
+        """
+        from .share import KafkaShareConsumer
+
+        check_offset_reset(offset_reset)
+        return KafkaShareConsumer(self, list(topics), group, lease_s=lease_s, max_deliveries=max_deliveries)
 
     def enforce_retention(self) -> int:
         """Kafka brokers apply retention.ms / retention.bytes themselves (log.retention.check.interval.ms,
