@@ -16,9 +16,11 @@ last frame) is not counted: the workers are stopped with SIGTERM (they finish th
 commit and print their summary) as soon as the catalog holds every frame. The summaries' `seconds`
 are not used: they also hold the wait for the frames to be published.
 
-Two variants: OpenCV's default thread count (one HOG worker already uses both cores through
+Variants: OpenCV's default thread count (one HOG worker already uses both cores through
 OpenCV's own thread pool) and OPENCV_FOR_THREADS_NUM=1 in the worker processes (scaling of the
-worker processes themselves).
+worker processes themselves), both with 4 cameras; then ONE camera shared by the workers, either
+spread over 2 partitions at ingest (`ingest --spread 2`) or on its one partition read through a share
+group (`worker --shared`, record-by-record leases).
 """
 
 from __future__ import annotations
@@ -89,7 +91,14 @@ def wait_for_results(lake_dir: Path, n: int, procs: list, timeout: float) -> Non
 
 
 def run_group(
-    nproc: int, images: list, jpegs: list[bytes], tmp: Path, env_extra: dict, tag: str, spread: int = 1
+    nproc: int,
+    images: list,
+    jpegs: list[bytes],
+    tmp: Path,
+    env_extra: dict,
+    tag: str,
+    spread: int = 1,
+    shared: bool = False,
 ) -> dict:
     lake_dir = tmp / f"scaling-{tag}-{nproc}"
     lake = Lake(lake=lake_dir)
@@ -99,7 +108,8 @@ def run_group(
     try:
         procs = scaling.spawn(
             ["--lake", str(lake_dir)],
-            ["--detector", DETECTOR, "--group", GROUP, "--until-idle", "--idle-timeout", str(IDLE_TIMEOUT)],
+            ["--detector", DETECTOR, "--group", GROUP, "--until-idle", "--idle-timeout", str(IDLE_TIMEOUT)]
+            + (["--shared"] if shared else []),
             nproc,
         )
     finally:
@@ -112,7 +122,7 @@ def run_group(
         # lets the first member read a batch from a partition that is no longer its own, which the
         # new owner then reads again (at-least-once, results reused). Let the assignment settle.
         time.sleep(SETTLE)
-        cameras = common.cameras_on_distinct_partitions(4) if spread == 1 else ["cam-spread"]
+        cameras = ["cam-one"] if spread > 1 or shared else common.cameras_on_distinct_partitions(4)
         cpu0 = [common.proc_cpu(w.proc.pid) for w in procs]
         busy0, total0 = common.machine_cpu()
         t_visible = publish_all(lake, images, jpegs, cameras, spread)
@@ -157,7 +167,7 @@ def run_group(
     }
 
 
-def run(quick: bool, tmp: Path, only_spread: bool = False) -> list[dict]:
+def run(quick: bool, tmp: Path, only: str | None = None) -> list[dict]:
     size = (320, 240) if quick else (640, 480)
     n = 144 if quick else 300
     pairs = 1 if quick else 2  # full mode: 1,2 then 2,1 (ABBA cancels a linear drift in machine load)
@@ -165,18 +175,22 @@ def run(quick: bool, tmp: Path, only_spread: bool = False) -> list[dict]:
     jpegs = common.cycle(common.jpeg_frames(size, QUALITY), n)
     # OpenCV already runs HOG on both cores inside one process; the second variant pins each worker
     # process to one OpenCV thread to show the scaling of the worker processes themselves.
-    # The third: ONE camera, spread over 2 partitions at ingest (`ingest --spread 2`), the way a single
-    # busy camera is shared by two workers.
+    # The third and fourth: ONE camera shared by two workers, spread over 2 partitions at ingest
+    # (`ingest --spread 2`), or on its one partition through a share group (`worker --shared`).
+    one = {"OPENCV_FOR_THREADS_NUM": "1"}
     variants = [
-        ({}, "default OpenCV threads", 1),
-        ({"OPENCV_FOR_THREADS_NUM": "1"}, "OPENCV_FOR_THREADS_NUM=1", 1),
-        ({"OPENCV_FOR_THREADS_NUM": "1"}, "one camera, --spread 2, OPENCV_FOR_THREADS_NUM=1", 2),
+        ({}, "default OpenCV threads", 1, False),
+        (one, "OPENCV_FOR_THREADS_NUM=1", 1, False),
+        (one, "one camera, --spread 2, OPENCV_FOR_THREADS_NUM=1", 2, False),
+        (one, "one camera, worker --shared, OPENCV_FOR_THREADS_NUM=1", 1, True),
     ]
     out = []
     default_one = None
-    if only_spread:
-        variants = variants[2:]
-    for v, (env_extra, label, spread) in enumerate(variants):
+    if only == "spread":
+        variants = variants[2:3]
+    elif only == "shared":
+        variants = variants[3:]
+    for v, (env_extra, label, spread, shared) in enumerate(variants):
         runs: dict[int, list[dict]] = {1: [], 2: []}
         for k in range(pairs):
             order = (1, 2) if (v + k) % 2 == 0 else (2, 1)
@@ -184,7 +198,7 @@ def run(quick: bool, tmp: Path, only_spread: bool = False) -> list[dict]:
                 say(
                     f"scaling: {DETECTOR}, {n} frames {size[0]}x{size[1]}, {nproc} worker process(es) ({label})"
                 )
-                runs[nproc].append(run_group(nproc, images, jpegs, tmp, env_extra, f"{v}{k}", spread))
+                runs[nproc].append(run_group(nproc, images, jpegs, tmp, env_extra, f"{v}{k}", spread, shared))
         fps1 = sum(r["fps"] for r in runs[1]) / pairs
         fps2 = sum(r["fps"] for r in runs[2]) / pairs
         speedup = fps2 / fps1
@@ -193,7 +207,9 @@ def run(quick: bool, tmp: Path, only_spread: bool = False) -> list[dict]:
         vs_default = (
             {"speedup_vs_1_worker_default_threads": fps2 / default_one} if env_extra and default_one else {}
         )
-        suffix = ("" if not env_extra else "_opencv_1thread") + ("" if spread == 1 else "_one_camera_spread")
+        suffix = ("" if not env_extra else "_opencv_1thread") + (
+            "_one_camera_shared" if shared else "" if spread == 1 else "_one_camera_spread"
+        )
         out.append(
             emit(
                 f"worker_scaling_2v1{suffix}",
@@ -210,7 +226,11 @@ def run(quick: bool, tmp: Path, only_spread: bool = False) -> list[dict]:
                 detector=DETECTOR,
                 frame_size=f"{size[0]}x{size[1]}",
                 opencv_threads=env_extra.get("OPENCV_FOR_THREADS_NUM", "default (2 on this machine)"),
-                cameras="1, spread over 2 partitions" if spread > 1 else "4, one per partition",
+                cameras="1, read by a share group (worker --shared)"
+                if shared
+                else "1, spread over 2 partitions"
+                if spread > 1
+                else "4, one per partition",
                 wall_1=[r["wall"] for r in runs[1]],
                 wall_2=[r["wall"] for r in runs[2]],
                 reused_2=sum(r["reused"] for r in runs[2]),
@@ -239,13 +259,14 @@ def run(quick: bool, tmp: Path, only_spread: bool = False) -> list[dict]:
     return out
 
 
-if __name__ == "__main__":  # python bench/scaling.py [--quick] [--only-spread]
+if __name__ == "__main__":  # python bench/scaling.py [--quick] [--only-spread | --only-shared]
     import argparse
     import tempfile
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only-spread", action="store_true", help="only one camera spread over 2 partitions")
+    ap.add_argument("--only-shared", action="store_true", help="only one camera read by a share group")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="vl-bench-scaling-") as d:
-        run(args.quick, Path(d), args.only_spread)
+        run(args.quick, Path(d), "spread" if args.only_spread else "shared" if args.only_shared else None)

@@ -258,6 +258,13 @@ LINES: dict[tuple[str, str], Run | Skip] = {
         r"frames\s*\S\s*4\b",
         "tests/test_spread.py::test_two_workers_share_one_spread_camera_and_tracking_leaves_it_alone",
     ),
+    ("docs/operations.md", "visionlake worker --detector hog-person --shared --processes 2"): Run(
+        "visionlake ingest images {photos} --camera gate && "
+        "visionlake worker --detector hog-person --shared --processes 2 --until-idle --idle-timeout 1",
+        "a worker runs until stopped: frames from the photos, then --until-idle",
+        None,
+        "tests/test_share_groups.py::test_two_shared_workers_split_one_camera_and_tracking_is_refused",
+    ),
     ("docs/operations.md", "visionlake worker --detector hog-person --autoscale 1:4 --cooldown 60"): Run(
         "visionlake ingest images {photos} --camera hall && "
         "visionlake worker --detector hog-person --autoscale 1:2 --cooldown 2 --until-idle --idle-timeout 1",
