@@ -127,6 +127,11 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
                 rest = rest[os.write(fd, rest) :]
 
 
+def member_id() -> str:
+    """A group member's name: host, pid (how a dead member is recognised) and a random part."""
+    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with that pid runs on this host (zombies count as dead)."""
     try:
@@ -313,6 +318,15 @@ class SqliteLog(FrameLog):
             known = [r[0] for r in conn.execute("SELECT name FROM topics ORDER BY name")]
             raise UnknownTopic(f"unknown topic {name!r}; topics: {', '.join(known) or 'none yet'}")
         return row
+
+    def open_topics(self, conn: sqlite3.Connection, topics: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """{name: (topic id, partitions)} for a reader, creating the topics that do not exist yet."""
+        out = {}
+        for t in topics:
+            self.ensure_topic(t)
+            row = self._topic_row(conn, t)
+            out[t] = (row[0], row[1])
+        return out
 
     def topic_config(self, name: str) -> TopicConfig:
         _, parts, rms, rbytes, maxb = self._topic_row(self._conn, name)
@@ -756,12 +770,8 @@ class SqliteConsumer(Consumer):
         self.conn = log_.connect()
         self.group = group
         self.offset_reset = offset_reset
-        self.member_id = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._topics: dict[str, tuple[int, int]] = {}
-        for t in topics:
-            log_.ensure_topic(t)
-            row = log_._topic_row(self.conn, t)
-            self._topics[t] = (row[0], row[1])
+        self.member_id = member_id()
+        self._topics = log_.open_topics(self.conn, topics)
         self._positions: dict[tuple[str, int], int] = {}
         self._consumed: dict[tuple[str, int], int] = {}
         self._generation = -1

@@ -24,13 +24,12 @@ import logging
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 
 from ..errors import InputError
 from ..types import Record
 from .base import DEFAULT_LEASE_S, DEFAULT_MAX_DELIVERIES, OffsetReset, ShareConsumer
-from .sqlite import HOST, SegmentReader, SqliteLog, _SegmentMissing, decode_headers, pid_alive
+from .sqlite import HOST, SegmentReader, SqliteLog, _SegmentMissing, decode_headers, member_id, pid_alive
 
 log = logging.getLogger("visionlake.log")
 
@@ -80,12 +79,8 @@ class SqliteShareConsumer(ShareConsumer):
         self.lease_s = lease_s
         self.max_deliveries = max_deliveries
         self.conn = log_.connect()
-        self.member_id = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._topics: dict[str, tuple[int, int]] = {}
-        for t in topics:
-            log_.ensure_topic(t)
-            row = log_._topic_row(self.conn, t)
-            self._topics[t] = (row[0], row[1])
+        self.member_id = member_id()
+        self._topics = log_.open_topics(self.conn, topics)
         self._names = {tid: t for t, (tid, _) in self._topics.items()}
         self._tids = ",".join(str(tid) for tid in self._names)  # integers from the log's own table
         self._segments = SegmentReader(log_, self.conn, self._topics)
