@@ -247,7 +247,7 @@ def run(quick: bool, tmp: Path, only: str | None = None) -> list[dict]:
                     "wall = from the commit that makes all frames visible (workers already joined and "
                     "settled) to the last results.processed_at in the catalog; excludes interpreter "
                     "start-up, the group join and the idle tail (workers are sent SIGTERM once the catalog "
-                    "holds every frame); 4 cameras on the 4 partitions; with default threads one worker "
+                    "holds every frame); the cameras and partitions are in `cameras`; with default threads one worker "
                     "already uses both cores inside OpenCV's parallel HOG, which caps the speedup on a "
                     "2-core machine; worker_cores = CPU seconds of the worker processes per wall second "
                     "while processing, other_cores = the rest of the machine's busy CPU in that window "
