@@ -39,6 +39,7 @@ from visionlake.errors import InputError, Unsupported
 from visionlake.lake import Lake, dlq_topic
 from visionlake.log.base import DEFAULT_PARTITIONS, TopicConfig
 from visionlake.log.sqlite import SqliteLog
+from visionlake.workers.autoscale import group_lag
 from visionlake.workers.worker import SharedReading, Worker
 
 SIZE = (320, 240)
@@ -95,6 +96,7 @@ def test_members_share_one_partition_record_by_record(tmp_path):
     assert offsets(again) == [6, 7] and {r.delivery_count for r in again} == {1}
     info = next(g for g in lg.groups() if g.group == "g")
     assert info.kind == "share" and len(info.members) == 2 and info.lag == 30 - 6
+    assert group_lag(lg, "g", "t", shared=True) == (30 - 6, 6)  # what `worker --autoscale --shared` reads
     with pytest.raises(InputError, match="share group"):
         lg.consumer(["t"], group="g")
     lg.consumer(["t"], group="ordered").close()
