@@ -840,11 +840,16 @@ def _duration_text(ms: int) -> str:
 
 @log_app.command("groups")
 def log_groups(ctx: typer.Context, fmt: FormatOpt = Format.table) -> None:
-    """Consumer groups: members, committed offsets and lag per partition."""
+    """Consumer and share groups: members, committed offsets and lag per partition.
+
+    A share group (`worker --shared`) has no owner per partition: its members share each one, and its
+    committed offset is the point before which every record is acknowledged.
+    """
     rows = []
     for g in existing_lake(ctx).log.groups():
+        shared = f"shared by {len(g.members)}" if g.kind == "share" else ""
         for p in g.partitions:
-            rows.append([g.group, p.topic, p.partition, p.committed, p.end_offset, p.lag, p.owner or ""])
+            rows.append([g.group, p.topic, p.partition, p.committed, p.end_offset, p.lag, p.owner or shared])
         if not g.partitions:
             rows.append([g.group, "", "", "", "", "", ""])
     rows_out(["group", "topic", "partition", "committed", "end", "lag", "member"], rows, fmt, title="Groups")
