@@ -27,7 +27,7 @@ from servers.postgres import create_password_role
 
 from visionlake.archive import Archive
 from visionlake.catalog import FrameResult, SearchFilter, open_catalog
-from visionlake.catalog.schema import SCHEMA_VERSION
+from visionlake.catalog.schema import SCHEMA_VERSION, USER_TABLES
 from visionlake.errors import (
     AmbiguousFrameId,
     BackendUnavailable,
@@ -317,6 +317,41 @@ def test_reopening_keeps_data_and_does_not_migrate_again(catalog_url, store, fil
         again.close()
     assert store.rows("SELECT count(*) FROM schema_version") == [(SCHEMA_VERSION,)]
     assert store.snapshot() == before
+
+
+def _schema(catalog) -> dict:
+    """Tables, columns, primary keys and indexes as the database reports them (the table `other`
+    left out)."""
+    import sqlalchemy as sa
+
+    insp = sa.inspect(catalog.engine)
+    return {
+        t: (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t)],
+            insp.get_pk_constraint(t)["constrained_columns"],
+            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(t)),
+        )
+        for t in sorted(insp.get_table_names())
+        if t != "other"
+    }
+
+
+def test_a_fresh_catalog_has_the_schema_the_migrations_build(catalog_url, store, catalog):
+    """An empty database gets the newest tables in one go; a database that holds anything (here an
+    unrelated table) is migrated one version after the other. Both end with the same schema."""
+    fresh = _schema(catalog)
+    catalog.close()
+    for table in (*USER_TABLES, "schema_version"):
+        store.execute(f"DROP TABLE {table}")
+    store.execute("CREATE TABLE other (x INTEGER)")
+    migrated = open_catalog(catalog_url)
+    try:
+        assert _schema(migrated) == fresh
+        assert migrated.schema_version() == SCHEMA_VERSION
+    finally:
+        migrated.close()
+    assert store.rows("SELECT version FROM schema_version ORDER BY 1") == ALL_VERSIONS
+    assert set(fresh) == {*USER_TABLES, "schema_version"}
 
 
 def test_newer_schema_is_refused(catalog_url, store, catalog):

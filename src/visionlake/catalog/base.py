@@ -33,22 +33,21 @@ from ..limits import DEFAULT_QUERY_MAX_BYTES
 from ..types import Detections
 from . import schema as S
 from .faces import attach_seen, replace_seen, seen_rows
+from .rawsql import (
+    DELETE_DETECTIONS,
+    DELETE_LABELS,
+    INSERT_DETECTIONS,
+    INSERT_FRAMES,
+    INSERT_LABELS,
+    UPSERT_RESULTS,
+    Raw,
+    in_list,
+)
 from .tracks import tracks_before, update_tracks
-from .versions import one_version_per_model, rebuild_rollup, update_rollup
+from .versions import chunks, one_version_per_model, rebuild_rollup, update_rollup
 
 #: The fewest characters of a frame id taken as a prefix (`show 4ac3`).
 MIN_PREFIX = 4
-
-_DELETE_DETECTIONS = sa.delete(S.detections).where(
-    S.detections.c.frame_id == sa.bindparam("k_frame"),
-    S.detections.c.model == sa.bindparam("k_model"),
-    S.detections.c.model_version == sa.bindparam("k_version"),
-)
-_DELETE_LABELS = sa.delete(S.result_labels).where(
-    S.result_labels.c.frame_id == sa.bindparam("k_frame"),
-    S.result_labels.c.model == sa.bindparam("k_model"),
-    S.result_labels.c.model_version == sa.bindparam("k_version"),
-)
 
 
 def naive_utc(ts: datetime) -> datetime:
@@ -287,6 +286,17 @@ class SqlCatalog(Catalog):
                         f"catalog {self.url} has schema version {found}, newer than this visionlake "
                         f"({S.SCHEMA_VERSION}); upgrade visionlake"
                     )
+                if found == 0 and not sa.inspect(conn).get_table_names():
+                    # an empty database: the tables as they are now, in one go; the migrations
+                    # would build the same on no rows, one version after the other (a worker's
+                    # first catalog opens twice as fast)
+                    S.metadata.create_all(conn, checkfirst=False)
+                    now = datetime.now(UTC)
+                    conn.execute(
+                        sa.insert(S.schema_version),
+                        [dict(version=v, applied_at=now) for v in range(1, S.SCHEMA_VERSION + 1)],
+                    )
+                    return found
                 for v in range(found + 1, S.SCHEMA_VERSION + 1):
                     S.MIGRATIONS[v](conn)
                     S.schema_version.create(conn, checkfirst=True)
@@ -391,9 +401,9 @@ class SqlCatalog(Catalog):
                 zip(r.detections.xyxy, r.detections.score, r.detections.label, strict=True)
             )
         ]  # a frame twice in one batch (re-delivered) keeps its last set of detections only
-        ins_result = self._insert(S.results)
         with self.engine.begin() as conn:
-            conn.execute(self._insert(S.frames).on_conflict_do_nothing(), list(frame_rows.values()))
+            raw = Raw(conn)  # hand-written SQL: these statements run for every batch (rawsql.py)
+            raw.many(INSERT_FRAMES, [raw.with_times(row, "captured_at") for row in frame_rows.values()])
             labels: dict[tuple[str, str, str], Counter] = {k: Counter() for k in result_rows}
             for row in det_rows:
                 labels[(row["frame_id"], row["model"], row["model_version"])][row["label"]] += 1
@@ -403,40 +413,37 @@ class SqlCatalog(Catalog):
                 {k: (row["n_detections"], labels[k]) for k, row in result_rows.items()},
             )
             for (fid, _, _), row in result_rows.items():  # the stored frame's time (a frame row wins)
-                row["frame_captured_at"] = stored[fid][1] if fid in stored else frame_rows[fid]["captured_at"]
-            conn.execute(
-                ins_result.on_conflict_do_update(
-                    index_elements=["frame_id", "model", "model_version"],
-                    set_={
-                        "n_detections": ins_result.excluded.n_detections,
-                        "processed_at": ins_result.excluded.processed_at,
-                        "latency_ms": ins_result.excluded.latency_ms,
-                        "frame_captured_at": ins_result.excluded.frame_captured_at,
-                    },
-                ),
-                list(result_rows.values()),
-            )
-            before = tracks_before(conn, list(result_rows))  # the tracks of the boxes about to go
-            keys = [{"k_frame": f, "k_model": m, "k_version": v} for f, m, v in result_rows]
-            conn.execute(_DELETE_DETECTIONS, keys)  # one prepared DELETE, executed for every key
-            conn.execute(_DELETE_LABELS, keys)
-            if det_rows:
-                conn.execute(sa.insert(S.detections), det_rows)
-                conn.execute(
-                    sa.insert(S.result_labels),
-                    [
-                        dict(
-                            frame_id=k[0],
-                            model=k[1],
-                            model_version=k[2],
-                            label=label,
-                            n_detections=n,
-                            frame_captured_at=result_rows[k]["frame_captured_at"],
-                        )
-                        for k, per_label in labels.items()
-                        for label, n in sorted(per_label.items())
-                    ],
+                row["frame_captured_at"] = (
+                    stored.frames[fid][1] if fid in stored.frames else frame_rows[fid]["captured_at"]
                 )
+            raw.many(
+                UPSERT_RESULTS,
+                [raw.with_times(row, "processed_at", "frame_captured_at") for row in result_rows.values()],
+            )
+            # Only a result stored before has boxes (and per-label counts) to replace: they are only
+            # ever written with it, in this transaction. A first write (the usual case) skips the
+            # deletes and the read of the tracks its boxes were on.
+            replaced = [k for k in result_rows if k in stored.results]
+            before = tracks_before(conn, replaced) if replaced else {}  # the tracks of the boxes about to go
+            keys = [{"k_frame": f, "k_model": m, "k_version": v} for f, m, v in replaced]
+            raw.many(DELETE_DETECTIONS, keys)  # one prepared DELETE, executed for every key
+            raw.many(DELETE_LABELS, keys)
+            raw.many(INSERT_DETECTIONS, det_rows)
+            raw.many(
+                INSERT_LABELS,
+                [
+                    dict(
+                        frame_id=k[0],
+                        model=k[1],
+                        model_version=k[2],
+                        label=label,
+                        n_detections=n,
+                        frame_captured_at=raw.time(result_rows[k]["frame_captured_at"]),
+                    )
+                    for k, per_label in labels.items()
+                    for label, n in sorted(per_label.items())
+                ],
+            )
             by_key = {(r.meta.frame_id, r.model, r.model_version): r for r in batch}
             embedded = [k for k, r in by_key.items() if r.detections.embedding is not None]
             if embedded:  # the faces a face-id worker found, replaced with their result
@@ -449,7 +456,7 @@ class SqlCatalog(Catalog):
                 )
             if before or any(row["track_id"] is not None for row in det_rows):
                 where = {
-                    fid: stored.get(fid, (row["camera"], row["captured_at"]))
+                    fid: stored.frames.get(fid, (row["camera"], row["captured_at"]))
                     for fid, row in frame_rows.items()
                 }
                 update_tracks(conn, self._insert, before, det_rows, where)
@@ -502,16 +509,20 @@ class SqlCatalog(Catalog):
         ids = list(dict.fromkeys(frame_ids))
         if not ids:
             return {}
-        r, d = S.results.c, S.detections.c
+        d = S.detections.c
         with self.engine.connect() as conn:
-            done = {
-                row[0]
-                for row in conn.execute(
-                    sa.select(r.frame_id).where(
-                        r.frame_id.in_(ids), r.model == model, r.model_version == version
+            raw = Raw(conn)
+            done: set[str] = set()
+            for chunk in chunks(ids):
+                sql, params = in_list("f", chunk)
+                done.update(
+                    fid
+                    for (fid,) in raw.rows(
+                        f"SELECT frame_id FROM results WHERE frame_id IN {sql} "
+                        "AND model = :model AND model_version = :version",
+                        {**params, "model": model, "version": version},
                     )
                 )
-            }
             if not done:
                 return {}
             found: dict[str, list[dict]] = {fid: [] for fid in done}
@@ -535,9 +546,13 @@ class SqlCatalog(Catalog):
         ids = list(dict.fromkeys(frame_ids))
         if not ids:
             return {}
-        f = S.frames.c
-        with self.engine.connect() as conn:
-            return dict(conn.execute(sa.select(f.frame_id, f.sha256).where(f.frame_id.in_(ids))).all())
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:  # hand-written SQL: asked for every batch (rawsql.py)
+            raw = Raw(conn)
+            for chunk in chunks(ids):
+                sql, params = in_list("f", chunk)
+                out.update(raw.rows(f"SELECT frame_id, sha256 FROM frames WHERE frame_id IN {sql}", params))
+        return out
 
     def frames_after(
         self,

@@ -17,6 +17,14 @@ from .readonly import run_readonly
 
 #: How long a new connection keeps asking for WAL mode while another process holds the file's lock.
 WAL_WAIT_S = 60.0
+#: Pages the WAL may hold before a commit copies them into the database file (SQLite's default is
+#: 1000, about 4 MB). A worker's batch adds 15-20 pages, and each of these checkpoints costs the
+#: committing writer 10-50 ms (two fsyncs with synchronous=NORMAL): half the average cost of a
+#: batch's catalog write. At 10000 (a WAL of up to about 40 MB) they come ten times less often and a
+#: page written many times in between (the roll-up's, the indexes') is copied once. Durability is
+#: unchanged in kind: a commit survives a crash of the process; after a power loss the transactions
+#: not yet on disk roll back, whose age the kernel's write-back bounds (about 30 s) either way.
+WAL_CHECKPOINT_PAGES = 10000
 
 
 def _use_wal(dbapi_conn) -> None:  # noqa: ANN001 - a sqlite3 connection
@@ -51,6 +59,7 @@ class SqliteCatalog(SqlCatalog):
         def _on_connect(dbapi_conn, _record) -> None:
             _use_wal(dbapi_conn)
             dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+            dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
 
         @sa.event.listens_for(engine, "begin")

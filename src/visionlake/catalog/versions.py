@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from . import schema as S
+from .rawsql import DELETE_EMPTY_ROLLUP, UPSERT_ROLLUP, Raw, in_list
 
 
 def registered_versions(conn: Connection, model: str | None = None) -> dict[str, list[str]]:
@@ -102,13 +102,14 @@ def hour_start(col: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
 def _rank_keys(conn: Connection, models: Iterable[str]) -> dict[str, dict[str, tuple]]:
     """(1, created_at, version) of each registered version of `models`: larger is newer."""
     names = sorted(set(models))
-    m = S.models.c
     out: dict[str, dict[str, tuple]] = defaultdict(dict)
-    if names:
-        for mod, ver, created in conn.execute(
-            sa.select(m.model, m.model_version, m.created_at).where(m.model.in_(names))
+    raw = Raw(conn)
+    for chunk in chunks(names):
+        ids, params = in_list("m", chunk)
+        for mod, ver, created in raw.rows(
+            f"SELECT model, model_version, created_at FROM models WHERE model IN {ids}", params
         ):
-            out[mod][ver] = (1, created, ver)
+            out[mod][ver] = (1, raw.read_time(created), ver)
     return out
 
 
@@ -124,11 +125,18 @@ def chunks(items: list, n: int = _CHUNK) -> Iterable[list]:
         yield items[i : i + n]
 
 
+class Stored(NamedTuple):
+    """What `update_rollup` found stored for a batch before it was written."""
+
+    frames: dict[str, tuple[str, datetime]]  # frame_id -> (camera, captured_at) of the stored frames
+    results: set[tuple[str, str, str]]  # the (frame_id, model, version) written that had a result
+
+
 def update_rollup(
     conn: Connection,
     frames: Mapping[str, tuple[str, datetime]],
     written: Mapping[tuple[str, str, str], tuple[int, Counter]],
-) -> dict[str, tuple[str, datetime]]:
+) -> Stored:
     """Bring `rollup_hours` up to date for results about to be written, in the writer's transaction.
 
     `frames`: frame_id -> (camera, captured_at) of the batch (a stored frame row wins); `written`:
@@ -138,28 +146,34 @@ def update_rollup(
     and applies the difference: a result rewritten replaces its old counts; a version newer (by
     models.created_at, then version) than every version of its model stored for the frame takes the
     frame over in the newest view from the previous newest; an older version changes nothing there.
-    Returns the stored (camera, captured_at) of the batch's frames, which the results rows copy.
+    Returns the stored (camera, captured_at) of the batch's frames, which the results rows copy, and
+    which of the written results were stored already (only those have boxes to replace: detections
+    and result_labels are only ever written with their result).
+
+    Runs hand-written SQL (rawsql.py): this is on every batch a worker writes.
     """
     if not written:
-        return {}
-    f, r, d = S.frames.c, S.results.c, S.detections.c
+        return Stored({}, set())
+    raw = Raw(conn)
+    lock = "" if raw.sqlite else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the whole file
     fids = sorted(frames)
     stored_frames: dict[str, tuple[str, datetime]] = {}
     # per frame: model -> version -> (n_detections, labels or None when not read)
     state: dict[str, dict[str, dict[str, tuple[int, Counter | None]]]] = defaultdict(dict)
     for chunk in chunks(fids):
-        for fid, cam, ts in conn.execute(
-            sa.select(f.frame_id, f.camera, f.captured_at)
-            .where(f.frame_id.in_(chunk))
-            .order_by(f.frame_id)
-            .with_for_update()  # PostgreSQL: one writer per frame at a time (SQLite: BEGIN IMMEDIATE)
+        ids, params = in_list("f", chunk)
+        for fid, cam, ts in raw.rows(  # PostgreSQL: one writer per frame at a time
+            f"SELECT frame_id, camera, captured_at FROM frames WHERE frame_id IN {ids} ORDER BY frame_id{lock}",
+            params,
         ):
-            stored_frames[fid] = (cam, ts)
-        for fid, mod, ver, n in conn.execute(
-            sa.select(r.frame_id, r.model, r.model_version, r.n_detections).where(r.frame_id.in_(chunk))
+            stored_frames[fid] = (cam, raw.read_time(ts))
+        for fid, mod, ver, n in raw.rows(
+            f"SELECT frame_id, model, model_version, n_detections FROM results WHERE frame_id IN {ids}",
+            params,
         ):
             state[fid].setdefault(mod, {})[ver] = (n, None)
     touched = {(fid, mod) for fid, mod, _ in written}
+    had = {k for k in written if k[2] in state.get(k[0], {}).get(k[1], ())}
     need = sorted(
         {
             fid
@@ -170,10 +184,11 @@ def update_rollup(
     )
     labels: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
     for chunk in chunks(need):
-        for fid, mod, ver, lab, cnt in conn.execute(
-            sa.select(d.frame_id, d.model, d.model_version, d.label, sa.func.count())
-            .where(d.frame_id.in_(chunk))
-            .group_by(d.frame_id, d.model, d.model_version, d.label)
+        ids, params = in_list("f", chunk)
+        for fid, mod, ver, lab, cnt in raw.rows(
+            "SELECT frame_id, model, model_version, label, count(*) FROM detections "
+            f"WHERE frame_id IN {ids} GROUP BY frame_id, model, model_version, label",
+            params,
         ):
             if (fid, mod) in touched:
                 labels[(fid, mod, ver)][lab] = int(cnt)
@@ -182,7 +197,13 @@ def update_rollup(
             if (fid, mod) in touched:
                 for ver, (n, _) in vs.items():
                     vs[ver] = (n, labels.get((fid, mod, ver), Counter()))
-    keys = _rank_keys(conn, {mod for _, mod, _ in written} | {m for mods in state.values() for m in mods})
+    # versions are ranked only where a frame has (or gets) two versions of a model: with one, the
+    # written version is the newest whatever its rank, and the models table need not be read
+    seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for fid, mod, ver in written:
+        seen[(fid, mod)].add(ver)
+    ranked = {mod for (fid, mod), vs in seen.items() if len(vs | set(state.get(fid, {}).get(mod, ()))) > 1}
+    keys = _rank_keys(conn, ranked) if ranked else {}
 
     delta: dict[RollupKey, list[int]] = defaultdict(lambda: [0, 0])
 
@@ -217,12 +238,11 @@ def update_rollup(
                 add((NEWEST, mod, newest, cam, hour), prev[0], prev[1] or Counter(), -1)
             add((NEWEST, mod, ver, cam, hour), n, labs, +1)
         versions[ver] = (n, labs)
-    _apply(conn, delta)
-    return stored_frames
+    _apply(raw, delta)
+    return Stored(stored_frames, had)
 
 
-def _apply(conn: Connection, delta: Mapping[RollupKey, list[int]]) -> None:
-    t = S.rollup_hours
+def _apply(raw: Raw, delta: Mapping[RollupKey, list[int]]) -> None:
     rows = [
         dict(
             view=k[0],
@@ -230,45 +250,22 @@ def _apply(conn: Connection, delta: Mapping[RollupKey, list[int]]) -> None:
             model_version=k[2],
             label=k[3],
             camera=k[4],
-            hour=k[5],
+            hour=raw.time(k[5]),
             frames=v[0],
             detections=v[1],
         )
         for k, v in sorted(delta.items())
         if v[0] or v[1]
     ]
-    if not rows:
-        return
-    ins = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(t)
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=["view", "model", "model_version", "label", "camera", "hour"],
-            set_={
-                "frames": t.c.frames + ins.excluded.frames,
-                "detections": t.c.detections + ins.excluded.detections,
-            },
-        ),
-        rows,
+    raw.many(UPSERT_ROLLUP, rows)
+    raw.many(  # rows that may have dropped to nothing (a frame moved to a newer version)
+        DELETE_EMPTY_ROLLUP,
+        [
+            {"k_" + c: row[c] for c in ("view", "model", "model_version", "label", "camera", "hour")}
+            for row in rows
+            if row["frames"] < 0
+        ],
     )
-    gone = [
-        {"k_" + c: row[c] for c in ("view", "model", "model_version", "label", "camera", "hour")}
-        for row in rows
-        if row["frames"] < 0
-    ]
-    if gone:  # rows that may have dropped to nothing (a frame moved to a newer version)
-        c = t.c
-        conn.execute(
-            sa.delete(t).where(
-                c.view == sa.bindparam("k_view"),
-                c.model == sa.bindparam("k_model"),
-                c.model_version == sa.bindparam("k_model_version"),
-                c.label == sa.bindparam("k_label"),
-                c.camera == sa.bindparam("k_camera"),
-                c.hour == sa.bindparam("k_hour"),
-                c.frames == 0,
-            ),
-            gone,
-        )
 
 
 def ranked_versions(conn: Connection, model: str | None = None) -> dict[str, list[str]]:
