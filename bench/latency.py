@@ -13,12 +13,15 @@ its batch commits, so the time to commit the batch (a few ms) is not included.
 
 Baseline: the bare per-frame time of the same detector (cv2.imdecode + detect) on the same frames,
 measured in this process, half of the frames before streaming and half after (p50; p99 reported as
-an extra). The worker is stopped with SIGTERM once the catalog holds every frame.
+an extra). This process runs with one OpenMP thread, as the worker process does
+(`scaling.start_worker`), so that both sides detect with the same threads. The worker is stopped with SIGTERM once the catalog holds every frame.
 """
 
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the worker's setting, before any OpenMP runtime loads
 import signal
 import threading
 import time

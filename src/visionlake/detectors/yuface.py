@@ -9,6 +9,7 @@ mapped back; small faces in wide frames (pedestrians in vtest.avi) are lost by t
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -43,6 +44,10 @@ class YuFaceDetector(Detector):
         require(p["max_width"] >= 0, self.name, "max_width", p["max_width"], ">= 0 (0 = never downscale)")
 
     def _setup(self) -> None:
+        # OpenMP's default wait policy spins idle threads for a while after each parallel region; with
+        # other work on the cores (a second worker, the camera threads) that spinning took the cores
+        # and cut yuface to a tenth of its speed. Passive waiting costs nothing measurable alone.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             self.yuface_ = importlib.import_module("yuface")
         except ImportError as exc:

@@ -63,6 +63,10 @@ from .base import (
 log = logging.getLogger("visionlake.log")
 
 HOST = socket.gethostname()
+#: The longest pause between two looks at an idle partition. A new frame waits for it before a worker
+#: sees it, so it bounds the latency the log adds (p90 about 14 ms at 50 ms, 5 ms at 5 ms, measured
+#: with 2 cameras at 15 fps); each look is one indexed read of tens of microseconds.
+IDLE_POLL_S = 0.005
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics(
@@ -918,7 +922,7 @@ class SqliteConsumer(Consumer):
             if records or now >= deadline or self._closed:
                 return records
             time.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, IDLE_POLL_S)
 
     def _fetch(self, max_records: int) -> list[Record]:
         tps = sorted(self._positions)

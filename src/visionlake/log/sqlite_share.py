@@ -29,7 +29,16 @@ from collections.abc import Iterable, Sequence
 from ..errors import InputError
 from ..types import Record
 from .base import DEFAULT_LEASE_S, DEFAULT_MAX_DELIVERIES, OffsetReset, ShareConsumer
-from .sqlite import HOST, SegmentReader, SqliteLog, _SegmentMissing, decode_headers, member_id, pid_alive
+from .sqlite import (
+    HOST,
+    IDLE_POLL_S,
+    SegmentReader,
+    SqliteLog,
+    _SegmentMissing,
+    decode_headers,
+    member_id,
+    pid_alive,
+)
 
 log = logging.getLogger("visionlake.log")
 
@@ -177,7 +186,7 @@ class SqliteShareConsumer(ShareConsumer):
             if records or now >= deadline or self._closed:
                 return records
             time.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, IDLE_POLL_S)
 
     def _ready(self) -> bool:
         """Read-only check that a lease could be taken now: spares the write lock when idle."""
