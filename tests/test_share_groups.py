@@ -227,7 +227,9 @@ def test_shared_workers_killed_and_stopped_lose_nothing_and_count_nothing_twice(
     lake = Lake(lake=tmp_path / "lake")
     n = sum(publish(lake, cam, 30, "Megamind.avi", SIZE) for cam in cameras_covering(DEFAULT_PARTITIONS))
     lake.catalog  # noqa: B018
-    cmd = vl_argv(lake, "worker", "--detector", "haar-face", "--shared", "--batch-size", "2", "--threads", "1")
+    cmd = vl_argv(
+        lake, "worker", "--detector", "haar-face", "--shared", "--batch-size", "2", "--threads", "1"
+    )
     stops = []
     running = [VL(cmd, tmp_path / "procs", "w-first")]
     for k in range(10):
