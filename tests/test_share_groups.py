@@ -129,6 +129,22 @@ def test_a_lease_that_runs_out_goes_to_another_member_with_its_delivery_counted(
     lg.close()
 
 
+def test_a_busy_member_keeps_its_leases_past_the_session_timeout(tmp_path):
+    """Silence (a long batch) is not death: only the lease, or a process gone, takes records away."""
+    lg = one_partition_log(tmp_path, 6)
+    lg.session_timeout = 0.2
+    busy = lg.share_consumer(["t"], "g", lease_s=60)
+    other = lg.share_consumer(["t"], "g", lease_s=60)
+    held = busy.poll(3)
+    assert offsets(held) == [0, 1, 2]
+    time.sleep(0.4)  # busy polls no more: past the session timeout
+    assert offsets(other.poll(10, timeout=0.3)) == [3, 4, 5]
+    assert busy.acknowledge(held) == 3
+    busy.close()
+    other.close()
+    lg.close()
+
+
 HOLDER = """
 import sys, time
 from visionlake.log.sqlite import SqliteLog

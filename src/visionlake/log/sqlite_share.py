@@ -114,51 +114,49 @@ class SqliteShareConsumer(ShareConsumer):
                     f"group {self.group!r} is a consumer group (ordered reading, one member per partition);"
                     f" a share group needs a name of its own, e.g. {self.group + '.shared'!r}"
                 )
-            for tid, n in self._topics.values():
+            for tid, _ in self._topics.values():
                 committed = dict(
                     c.execute("SELECT partition, offset FROM offsets WHERE grp=? AND tid=?", (base, tid))
                 )
-                for p in range(n):
-                    start, end = c.execute(
-                        "SELECT start_offset, end_offset FROM partitions WHERE tid=? AND partition=?",
-                        (tid, p),
-                    ).fetchone()
+                for p, start, end in c.execute(
+                    "SELECT partition, start_offset, end_offset FROM partitions WHERE tid=?", (tid,)
+                ).fetchall():
                     first = committed.get(p, start if offset_reset == "earliest" else end)
                     c.execute(
                         "INSERT OR IGNORE INTO share_partitions VALUES(?,?,?,?,?)",
                         (self.group, tid, p, max(first, start), max(first, start)),
                     )
-            c.execute(
-                "INSERT OR REPLACE INTO share_members VALUES(?,?,?,?,?,?)",
-                (
-                    self.group,
-                    self.member_id,
-                    json.dumps(sorted(self._topics)),
-                    HOST,
-                    os.getpid(),
-                    time.time(),
-                ),
-            )
+            self._register(c, time.time())
         log.info("member %s joined share group %s on %s", self.member_id, self.group, sorted(self._topics))
 
+    def _register(self, c: sqlite3.Connection, now: float) -> None:
+        """This member's row: what `log groups` lists, and the host and pid that tell it is gone."""
+        c.execute(
+            "INSERT OR REPLACE INTO share_members VALUES(?,?,?,?,?,?)",
+            (self.group, self.member_id, json.dumps(sorted(self._topics)), HOST, os.getpid(), now),
+        )
+
     def _reap(self, c: sqlite3.Connection, now: float) -> int:
-        """Make available again the leases that ran out or whose member's process is gone."""
+        """Make available again the leases that ran out or whose member's process is gone.
+
+        A member on another host, or one busy with a long batch, keeps its leases until they run out
+        (`lease_s`): its silence alone does not take them. A member silent past the session timeout
+        and holding nothing is dropped from the list.
+        """
         freed = c.execute(
             "UPDATE share_records SET state=?, member=NULL, lease_until=NULL"
             " WHERE grp=? AND state=? AND lease_until<?",
             (AVAILABLE, self.group, LEASED, now),
         ).rowcount
         holders = c.execute(
-            "SELECT DISTINCT r.member, m.host, m.pid, m.heartbeat FROM share_records r LEFT JOIN share_members m"
+            "SELECT DISTINCT r.member, m.host, m.pid FROM share_records r LEFT JOIN share_members m"
             " ON m.grp=r.grp AND m.member=r.member WHERE r.grp=? AND r.state=? AND r.member<>?",
             (self.group, LEASED, self.member_id),
         ).fetchall()
         gone = [
             m
-            for m, host, pid, heartbeat in holders
-            if host is None
-            or (host == HOST and pid is not None and not pid_alive(pid))
-            or heartbeat < now - self.log.session_timeout
+            for m, host, pid in holders
+            if host is None or (host == HOST and pid is not None and not pid_alive(pid))
         ]
         for m in gone:
             n = c.execute(
@@ -173,6 +171,11 @@ class SqliteShareConsumer(ShareConsumer):
                 n,
             )
             freed += n
+        c.execute(
+            "DELETE FROM share_members WHERE grp=? AND heartbeat<? AND member NOT IN"
+            " (SELECT member FROM share_records WHERE grp=? AND state=? AND member IS NOT NULL)",
+            (self.group, now - self.log.session_timeout, self.group, LEASED),
+        )
         return freed
 
     # -- reading -----------------------------------------------------------------------------
@@ -205,10 +208,9 @@ class SqliteShareConsumer(ShareConsumer):
         now = time.time()
         until = now + self.lease_s
         with SqliteLog.write(self.conn) as c:
-            c.execute(
-                "UPDATE share_members SET heartbeat=? WHERE grp=? AND member=?",
-                (now, self.group, self.member_id),
-            )
+            beat = "UPDATE share_members SET heartbeat=? WHERE grp=? AND member=?"
+            if c.execute(beat, (now, self.group, self.member_id)).rowcount == 0:
+                self._register(c, now)  # dropped while silent (a long stall): back on the list
             if now - self._last_reap >= self.log.heartbeat_interval:
                 self._reap(c, now)
                 self._last_reap = now
@@ -293,14 +295,11 @@ class SqliteShareConsumer(ShareConsumer):
         if not keys:
             return 0
         with SqliteLog.write(self.conn) as c:
-            done = sum(
-                c.execute(
-                    "UPDATE share_records SET state=?, member=NULL, lease_until=NULL"
-                    " WHERE grp=? AND tid=? AND partition=? AND offset=? AND state<>?",
-                    (ACKED, self.group, tid, p, o, ACKED),
-                ).rowcount
-                for tid, p, o in keys
-            )
+            done = c.executemany(
+                "UPDATE share_records SET state=?, member=NULL, lease_until=NULL"
+                " WHERE grp=? AND tid=? AND partition=? AND offset=? AND state<>?",
+                [(ACKED, self.group, tid, p, o, ACKED) for tid, p, o in keys],
+            ).rowcount
             for tid, p in {(tid, p) for tid, p, _ in keys}:
                 self._advance(c, tid, p)
         self._held.difference_update(keys)
@@ -334,14 +333,11 @@ class SqliteShareConsumer(ShareConsumer):
         if not keys:
             return 0
         with SqliteLog.write(self.conn) as c:
-            n = sum(
-                c.execute(
-                    "UPDATE share_records SET state=?, member=NULL, lease_until=NULL, deliveries=deliveries-1"
-                    " WHERE grp=? AND tid=? AND partition=? AND offset=? AND state=? AND member=?",
-                    (AVAILABLE, self.group, tid, p, o, LEASED, self.member_id),
-                ).rowcount
-                for tid, p, o in keys
-            )
+            n = c.executemany(
+                "UPDATE share_records SET state=?, member=NULL, lease_until=NULL, deliveries=deliveries-1"
+                " WHERE grp=? AND tid=? AND partition=? AND offset=? AND state=? AND member=?",
+                [(AVAILABLE, self.group, tid, p, o, LEASED, self.member_id) for tid, p, o in keys],
+            ).rowcount
         self._held.difference_update(keys)
         return n
 
