@@ -129,6 +129,15 @@ def test_a_lease_that_runs_out_goes_to_another_member_with_its_delivery_counted(
     lg.close()
 
 
+def test_a_new_share_group_starts_where_the_model_s_consumer_group_committed(tmp_path):
+    lg = one_partition_log(tmp_path, 12)
+    lg.commit_group_offsets("model.1", "t", {0: 10})
+    c = lg.share_consumer(["t"], "model.1.shared", start_from="model.1")
+    assert lg.share_offsets("model.1.shared", "t") == {0: 10} and offsets(c.poll(10)) == [10, 11]
+    c.close()
+    lg.close()
+
+
 def test_a_busy_member_keeps_its_leases_past_the_session_timeout(tmp_path):
     """Silence (a long batch) is not death: only the lease, or a process gone, takes records away."""
     lg = one_partition_log(tmp_path, 6)

@@ -366,8 +366,14 @@ class FrameLog(abc.ABC):
         *,
         lease_s: float = DEFAULT_LEASE_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        start_from: str | None = None,
     ) -> ShareConsumer:
-        """A member of share group `group` (see `ShareConsumer`); Unsupported where the backend has none."""
+        """A member of share group `group` (see `ShareConsumer`); Unsupported where the backend has none.
+
+        A partition new to the group starts where consumer group `start_from` committed, if it did
+        (switching a model's workers to shared reading does not redo its history), else per
+        `offset_reset`.
+        """
         raise Unsupported(f"the frame log {self.url} has no share groups")
 
     def share_offsets(self, group: str, topic: str) -> dict[int, int]:

@@ -469,12 +469,19 @@ class SqliteLog(FrameLog):
         *,
         lease_s: float = DEFAULT_LEASE_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        start_from: str | None = None,
     ) -> ShareConsumer:
         from .sqlite_share import SqliteShareConsumer
 
         check_offset_reset(offset_reset)
         return SqliteShareConsumer(
-            self, topics, group, offset_reset, lease_s=lease_s, max_deliveries=max_deliveries
+            self,
+            topics,
+            group,
+            offset_reset,
+            lease_s=lease_s,
+            max_deliveries=max_deliveries,
+            start_from=start_from,
         )
 
     # -- retention ---------------------------------------------------------------------------

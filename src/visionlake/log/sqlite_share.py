@@ -78,6 +78,7 @@ class SqliteShareConsumer(ShareConsumer):
         *,
         lease_s: float = DEFAULT_LEASE_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        start_from: str | None = None,
     ) -> None:
         if lease_s <= 0 or max_deliveries < 1:
             raise InputError(
@@ -96,18 +97,13 @@ class SqliteShareConsumer(ShareConsumer):
         self._held: set[tuple[int, int, int]] = set()  # (tid, partition, offset) leased to this member
         self._last_reap = 0.0
         self._closed = False
-        self._join(offset_reset)
+        self._join(offset_reset, start_from)
 
     # -- membership --------------------------------------------------------------------------
 
-    def _join(self, offset_reset: OffsetReset) -> None:
-        """Register, and give each partition new to the group its start offset.
-
-        A partition starts where the consumer group of the same name without `.shared` committed (so
-        that switching a model's workers to shared reading does not redo its history), else at the
-        partition's start or end (`offset_reset`).
-        """
-        base = self.group.removesuffix(".shared")
+    def _join(self, offset_reset: OffsetReset, start_from: str | None) -> None:
+        """Register, and give each partition new to the group its start offset: where consumer group
+        `start_from` committed, else the partition's start or end (`offset_reset`)."""
         with SqliteLog.write(self.conn) as c:
             if c.execute("SELECT 1 FROM groups WHERE name=?", (self.group,)).fetchone():
                 raise InputError(
@@ -116,7 +112,9 @@ class SqliteShareConsumer(ShareConsumer):
                 )
             for tid, _ in self._topics.values():
                 committed = dict(
-                    c.execute("SELECT partition, offset FROM offsets WHERE grp=? AND tid=?", (base, tid))
+                    c.execute(
+                        "SELECT partition, offset FROM offsets WHERE grp=? AND tid=?", (start_from, tid)
+                    )
                 )
                 for p, start, end in c.execute(
                     "SELECT partition, start_offset, end_offset FROM partitions WHERE tid=?", (tid,)

@@ -288,6 +288,7 @@ class Worker:
             self.offset_reset,
             lease_s=self.shared.lease_s,
             max_deliveries=self.shared.max_deliveries,
+            start_from=default_group(self.model, self.model_version),  # the model's ordered workers
         )
 
     # -- one batch ---------------------------------------------------------------------------

@@ -549,10 +549,12 @@ class KafkaLog(FrameLog):
         *,
         lease_s: float = DEFAULT_LEASE_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        start_from: str | None = None,
     ) -> ShareConsumer:
         """A share-group member; Unsupported, with the alternative, on a broker without share groups.
 
-        Where a share group starts is the broker's `share.auto.offset.reset` (latest unless set).
+        Where a share group starts is the broker's `share.auto.offset.reset` (latest unless set),
+        whatever `start_from` says.
         """
         from .share import KafkaShareConsumer
 
