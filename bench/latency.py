@@ -13,16 +13,19 @@ its batch commits, so the time to commit the batch (a few ms) is not included.
 
 Baseline: the bare per-frame time of the same detector (cv2.imdecode + detect) on the same frames,
 measured in this process, half of the frames before streaming and half after (p50; p99 reported as
-an extra). This process runs with one OpenMP thread, as the worker process does
-(`scaling.start_worker`), so that both sides detect with the same threads. The worker is stopped with SIGTERM once the catalog holds every frame.
+an extra). The bare loop runs in a child process with OMP_NUM_THREADS=1, as the worker process is
+started (`scaling.start_worker`), so that both sides detect with the same threads. The worker is stopped with SIGTERM once the catalog holds every frame.
 """
 
 from __future__ import annotations
 
+import json
 import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # the worker's setting, before any OpenMP runtime loads
+import pickle
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -46,6 +49,23 @@ GROUP = "bench-latency"
 
 
 def bare_times(name: str, jpegs: list[bytes]) -> list[float]:
+    """Per-frame decode + detect times in a child process started as the worker is (one OpenMP thread:
+    `scaling.start_worker`'s environment), so that both sides detect with the same threads."""
+    with tempfile.TemporaryDirectory(prefix="vl-bare-") as d:
+        frames = Path(d) / "frames.pickle"
+        frames.write_bytes(pickle.dumps(jpegs))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run(
+            [sys.executable, __file__, "--bare", name, str(frames)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return json.loads(out.stdout)
+
+
+def _bare_loop(name: str, jpegs: list[bytes]) -> list[float]:
     det = load_detector(name)
     for j in jpegs[:3]:
         det.detect(common.decode(j))
@@ -219,3 +239,8 @@ def run(quick: bool, tmp: Path) -> list[dict]:
             notes=notes,
         ),
     ]
+
+
+if __name__ == "__main__":  # python bench/latency.py --bare DETECTOR FRAMES.pickle: the baseline's child
+    assert sys.argv[1] == "--bare", "run through bench/run.py --only latency"
+    print(json.dumps(_bare_loop(sys.argv[2], pickle.loads(Path(sys.argv[3]).read_bytes()))))
