@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -86,6 +87,15 @@ def test_each_flag_means_one_thing_across_the_cli():
     for command, p in found["--format"]:  # the output format, everywhere
         assert p.display_type(None) == "<table|json|csv>", command
     assert {c for c, _ in found["--model-version"]} >= {"search", "show", "replay"}
+
+
+def test_option_help_has_no_angle_bracket_placeholders():
+    """The formatted help drops `<name>` as markup: `[default: <lake>/catalog.db]` showed as
+    `[default: /catalog.db]`. Placeholders are written in capitals (LAKE/catalog.db)."""
+    found = options()
+    bad = {(c, opt) for opt, uses in found.items() for c, p in uses if re.search(r"<\w[^>]*>", p.help or "")}
+    assert not bad, f"help with <...> placeholders: {sorted(bad)}"
+    assert "LAKE/catalog.db" in ok(run(Path("unused"), "--help", columns=200)).stdout
 
 
 # --- tables at 80 columns ---------------------------------------------------------------------------

@@ -79,10 +79,10 @@ def main_options(
         str | None, typer.Option("--log", help="Frame log URL [default: the lake's embedded log]")
     ] = None,
     catalog: Annotated[
-        str | None, typer.Option("--catalog", help="Catalog URL [default: <lake>/catalog.db]")
+        str | None, typer.Option("--catalog", help="Catalog URL [default: LAKE/catalog.db]")
     ] = None,
     archive: Annotated[
-        str | None, typer.Option("--archive", help="Archive URL [default: <lake>/archive]")
+        str | None, typer.Option("--archive", help="Archive URL [default: LAKE/archive]")
     ] = None,
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="-v: what happens; -vv: debug")
@@ -372,7 +372,12 @@ def worker(
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Detector parameter key=value")
     ] = None,
-    group: Annotated[str | None, typer.Option(help="Consumer group [default: <detector>.<version>]")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="Consumer group [default: DETECTOR.VERSION, or DETECTOR.VERSION.shared with --shared]"
+        ),
+    ] = None,
     topic: Annotated[str, typer.Option(help="Frames topic")] = FRAMES_TOPIC,
     start: Annotated[
         str, typer.Option("--from", help="Where a new group starts: earliest or latest")

@@ -602,7 +602,7 @@ def bovw_run(
     train: Annotated[str, typer.Argument(help="Training dataset (Parquet or SequenceFile)")],
     test: Annotated[str, typer.Argument(help="Test dataset")],
     workdir: Annotated[
-        str | None, typer.Option(help="Folder for every artefact [default: ./bovw-<time>]")
+        str | None, typer.Option(help="Folder for every artefact [default: ./bovw-TIME]")
     ] = None,
     algo: AlgoOpt = "dense-sift",
     size: SizeOpt = 64,
