@@ -4,8 +4,6 @@ Exit codes: 0 success, 1 failure, 2 bad input (missing file, bad option, bad SQL
 stream could not be reached, 130 interrupted.
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import signal

@@ -5,8 +5,6 @@ start-up never loads SQLAlchemy, NumPy or matplotlib.
 Unknown models or versions are bad input (exit 2), named in the message with the versions that exist.
 """
 
-from __future__ import annotations
-
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path

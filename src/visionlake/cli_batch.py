@@ -5,8 +5,6 @@ a summary (a table for people, `--format json|csv` for scripts). Bad input exits
 naming it; a missing optional extra (Spark) exits 2 with the pip command that installs it.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext

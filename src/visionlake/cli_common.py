@@ -9,8 +9,6 @@ ends at 24.8 days); times and ages as in `timeutil` (years 1970-9999, ages up to
 1 B to 1 PiB.
 """
 
-from __future__ import annotations
-
 import math
 import os
 import sys

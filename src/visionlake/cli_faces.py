@@ -2,8 +2,6 @@
 faces, forget old unknown faces. A thin layer over `visionlake.faces.library`, imported inside each
 command so that CLI start-up never loads dlib, NumPy or SQLAlchemy."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated

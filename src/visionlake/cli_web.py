@@ -4,8 +4,6 @@ FastAPI, uvicorn and Jinja2 come with the `dashboard` extra and are imported ins
 so CLI start-up stays fast and a missing extra is a clear error (exit 2) naming the fix.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
