@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import subprocess
 import sys
@@ -347,3 +349,38 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+# --- threads --------------------------------------------------------------------------------------
+
+THREADS_CHILD = r"""
+import importlib.abc, json, os, sys
+seen = {}
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "yuface":
+            seen["policy_at_import"] = os.environ.get("OMP_WAIT_POLICY")
+        return None
+sys.meta_path.insert(0, Watch())
+import cv2
+from threadpoolctl import threadpool_info
+from visionlake.detectors import get_detector_class, load_detector
+assert get_detector_class("yuface").unavailable_reason() is None  # the first import of the library
+det = load_detector("yuface")
+det.limit_threads(1)
+omp = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp" and "yuface" in i["filepath"]]
+print(json.dumps({**seen, "cv2": cv2.getNumThreads(), "yuface_openmp": omp}))
+"""
+
+
+def test_yuface_waits_passively_and_keeps_to_the_workers_thread_count():
+    """The worker's --threads reaches yuface's own OpenMP runtime (OpenCV's setting does not), and the
+    availability check, which loads the library first, already asks OpenMP for passive waiting: the
+    runtime reads the policy once, at load, and spinning threads took the cores from other workers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    out = subprocess.run(
+        [sys.executable, "-c", THREADS_CHILD], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got == {"policy_at_import": "PASSIVE", "cv2": 1, "yuface_openmp": [1]}, got

@@ -151,6 +151,15 @@ class Detector(abc.ABC):
         """Why this detector cannot run here (e.g. a missing optional extra), or None when it can."""
         return None
 
+    def limit_threads(self, threads: int) -> None:
+        """Use at most `threads` threads per detection (the worker's `--threads`; 1 per process under
+        `--processes`). Default: OpenCV's thread pool and any OpenMP runtime already loaded (a plugin's
+        native library), which OpenCV's setting does not reach. Override for other runtimes."""
+        from threadpoolctl import threadpool_limits
+
+        cv2.setNumThreads(threads)
+        threadpool_limits(threads, user_api="openmp")
+
     @abc.abstractmethod
     def detect(self, image: np.ndarray) -> Detections:
         """Detect objects in a BGR uint8 HxWx3 image; boxes are pixels in this image's coordinates."""

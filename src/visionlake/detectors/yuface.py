@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
+from types import ModuleType
 
 import numpy as np
 
@@ -23,6 +24,16 @@ def _missing() -> MissingDependency:
     return MissingDependency("detector 'yuface'", "yuface", "yuface")
 
 
+def _import_yuface() -> ModuleType:
+    """The library, loaded with OpenMP's passive wait: its bundled OpenMP runtime reads the policy once,
+    when the library loads, so every import goes through here (the availability check too)."""
+    # OpenMP's default wait policy spins idle threads for a while after each parallel region; with
+    # other work on the cores (a second worker, the camera threads) that spinning took the cores
+    # and cut yuface to a tenth of its speed. Passive waiting costs nothing measurable alone.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return importlib.import_module("yuface")
+
+
 class YuFaceDetector(Detector):
     """Faces frontal and turned (a small CNN, weights built in); finds more than haar-face, and faster."""
 
@@ -33,7 +44,7 @@ class YuFaceDetector(Detector):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         try:
-            importlib.import_module("yuface")
+            _import_yuface()
         except ImportError:
             return str(_missing())
         return None
@@ -44,12 +55,8 @@ class YuFaceDetector(Detector):
         require(p["max_width"] >= 0, self.name, "max_width", p["max_width"], ">= 0 (0 = never downscale)")
 
     def _setup(self) -> None:
-        # OpenMP's default wait policy spins idle threads for a while after each parallel region; with
-        # other work on the cores (a second worker, the camera threads) that spinning took the cores
-        # and cut yuface to a tenth of its speed. Passive waiting costs nothing measurable alone.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
-            self.yuface_ = importlib.import_module("yuface")
+            self.yuface_ = _import_yuface()
         except ImportError as exc:
             raise _missing() from exc
 
