@@ -42,6 +42,7 @@ from .lake import FRAMES_TOPIC
 from .limits import DEFAULT_MAX_PIXELS, DEFAULT_QUERY_MAX_BYTES, MAX_PARTITIONS
 from .log.base import DEFAULT_LEASE_S, DEFAULT_MAX_DELIVERIES
 from .output import Format, console, err_console, esc, human_bytes, plural, record_out, rows_out
+from .workers.batching import DEFAULT_BATCH_SECONDS, DEFAULT_BATCH_SIZE
 
 app = command_group(
     "A data platform for computer vision: frame log, detector workers, image archive, SQL catalog.",
@@ -385,11 +386,22 @@ def worker(
     ] = False,
     idle_timeout: Annotated[float, seconds_option("Seconds without frames that count as idle")] = 3.0,
     max_frames: Annotated[int | None, count_option("Exit after this many frames")] = None,
-    batch_size: Annotated[int, count_option("Records per poll", max=1000)] = 8,
+    batch_size: Annotated[int, count_option("Records per poll at most", max=1000)] = DEFAULT_BATCH_SIZE,
+    batch_seconds: Annotated[
+        float,
+        seconds_option(
+            "Work per batch aimed at: a batch's results reach the catalog together, and fast detectors get"
+            " bigger batches (up to --batch-size) than slow ones"
+        ),
+    ] = DEFAULT_BATCH_SECONDS,
     processes: Annotated[int, count_option("Run this many worker processes in the group", max=256)] = 1,
     threads: Annotated[
         int | None,
-        count_option("OpenCV threads per worker [default: OpenCV's; 1 with --processes]", max=256),
+        count_option(
+            "Detector threads per worker (OpenCV's and a plugin's OpenMP) [default: the libraries'; 1 with"
+            " --processes]",
+            max=256,
+        ),
     ] = None,
     max_pixels: Annotated[
         int,
@@ -471,6 +483,8 @@ def worker(
             str(idle_timeout),
             "--batch-size",
             str(batch_size),
+            "--batch-seconds",
+            str(batch_seconds),
             "--threads",
             str(threads or 1),
             "--max-pixels",
@@ -518,6 +532,7 @@ def worker(
         topic=topic,
         offset_reset=start,
         batch_size=batch_size,
+        batch_seconds=batch_seconds,
         until_idle=until_idle,
         idle_timeout=idle_timeout,
         max_frames=max_frames,

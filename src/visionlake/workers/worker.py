@@ -32,8 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import cv2
-
 from ..catalog import FrameResult, TrackerState
 from ..detectors.base import Detector
 from ..errors import (
@@ -52,6 +50,7 @@ from ..metrics import NO_WORKER_METRICS, Metrics
 from ..tracking import TrackerSettings
 from ..types import Detections, Record
 from .archive_reader import ArchiveReader
+from .batching import DEFAULT_BATCH_SECONDS, DEFAULT_BATCH_SIZE, BatchSizer
 from .checkpoint import Checkpoint, ShareCheckpoint
 from .tracks import BatchTracker
 
@@ -137,7 +136,8 @@ class Worker:
         group: str | None = None,
         topic: str = FRAMES_TOPIC,
         offset_reset: OffsetReset = "earliest",
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
         until_idle: bool = False,
         idle_timeout: float = 3.0,
         max_frames: int | None = None,
@@ -162,6 +162,7 @@ class Worker:
         self.topic = topic
         self.offset_reset = offset_reset
         self.batch_size = batch_size
+        self.sizer = BatchSizer(batch_size, batch_seconds)  # records per poll, up to batch_size
         self.until_idle = until_idle
         self.idle_timeout = idle_timeout
         self.max_frames = max_frames
@@ -201,7 +202,7 @@ class Worker:
 
     def run(self) -> WorkerStats:
         if self.threads is not None:
-            cv2.setNumThreads(self.threads)
+            self.detector.limit_threads(self.threads)
         lake = self.lake
         lake.log.ensure_topic(self.topic)
         self.max_bytes = lake.log.topic_config(self.topic).max_record_bytes
@@ -230,7 +231,7 @@ class Worker:
         delay = self.retry_initial
         try:
             while not self._stop:
-                budget = self.batch_size
+                budget = self.sizer.next()
                 if self.max_frames is not None:
                     budget = min(budget, self.max_frames - self.stats.processed - self.stats.dead_lettered)
                     if budget <= 0:
@@ -256,10 +257,12 @@ class Worker:
                     if self.until_idle and idle >= limit:
                         break
                     continue
-                batch_start = time.monotonic()
+                batch_start, retries = time.monotonic(), self.stats.retries
                 self._handle_with_retry(records, consumer, producer)
                 last_data = time.monotonic()  # an outage ridden out in the batch is not idle time
                 self.stats.busy_seconds += last_data - batch_start
+                if self.stats.retries == retries:  # an outage's waits say nothing of the detector's speed
+                    self.sizer.observe(len(records), last_data - batch_start)
                 if self.on_batch is not None:
                     self.on_batch(self.stats)
         finally:
