@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from visionlake.detectors import load_detector
+from visionlake.errors import InputError
 from visionlake.ingest.publish import ingest
 from visionlake.ingest.sources import VideoFileSource
 from visionlake.lake import Lake
@@ -42,7 +43,7 @@ def test_sizer_settles_where_the_batch_fixed_cost_and_the_frames_fill_the_aim():
 
 @pytest.mark.parametrize("bad", [{"cap": 0}, {"seconds": -1}])
 def test_sizer_refuses_impossible_settings(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         BatchSizer(**bad)
 
 

@@ -10,6 +10,8 @@ batches stay small whatever the sizer says.
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 #: Records per poll at most (`worker --batch-size`).
 DEFAULT_BATCH_SIZE = 32
 #: Work per batch aimed at, in seconds (`worker --batch-seconds`); 0 always asks for the cap.
@@ -23,9 +25,9 @@ class BatchSizer:
 
     def __init__(self, cap: int = DEFAULT_BATCH_SIZE, seconds: float = DEFAULT_BATCH_SECONDS) -> None:
         if cap < 1:
-            raise ValueError(f"batch size must be at least 1, not {cap}")
+            raise InputError(f"batch size must be at least 1, not {cap}")
         if seconds < 0:
-            raise ValueError(f"batch seconds must be 0 or more, not {seconds}")
+            raise InputError(f"batch seconds must be 0 or more, not {seconds}")
         self.cap = cap
         self.seconds = seconds
         self.per_record: float | None = None  # seconds, a moving average over recent batches
