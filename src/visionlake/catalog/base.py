@@ -41,10 +41,9 @@ from .rawsql import (
     INSERT_LABELS,
     UPSERT_RESULTS,
     Raw,
-    in_list,
 )
 from .tracks import tracks_before, update_tracks
-from .versions import chunks, one_version_per_model, rebuild_rollup, update_rollup
+from .versions import one_version_per_model, rebuild_rollup, update_rollup
 
 #: The fewest characters of a frame id taken as a prefix (`show 4ac3`).
 MIN_PREFIX = 4
@@ -424,7 +423,7 @@ class SqlCatalog(Catalog):
             # ever written with it, in this transaction. A first write (the usual case) skips the
             # deletes and the read of the tracks its boxes were on.
             replaced = [k for k in result_rows if k in stored.results]
-            before = tracks_before(conn, replaced) if replaced else {}  # the tracks of the boxes about to go
+            before = tracks_before(conn, replaced)  # the tracks of the boxes about to go
             keys = [{"k_frame": f, "k_model": m, "k_version": v} for f, m, v in replaced]
             raw.many(DELETE_DETECTIONS, keys)  # one prepared DELETE, executed for every key
             raw.many(DELETE_LABELS, keys)
@@ -511,18 +510,15 @@ class SqlCatalog(Catalog):
             return {}
         d = S.detections.c
         with self.engine.connect() as conn:
-            raw = Raw(conn)
-            done: set[str] = set()
-            for chunk in chunks(ids):
-                sql, params = in_list("f", chunk)
-                done.update(
-                    fid
-                    for (fid,) in raw.rows(
-                        f"SELECT frame_id FROM results WHERE frame_id IN {sql} "
-                        "AND model = :model AND model_version = :version",
-                        {**params, "model": model, "version": version},
-                    )
+            done = {
+                fid
+                for (fid,) in Raw(conn).rows_in(
+                    "SELECT frame_id FROM results WHERE frame_id IN {ids} "
+                    "AND model = :model AND model_version = :version",
+                    ids,
+                    {"model": model, "version": version},
                 )
+            }
             if not done:
                 return {}
             found: dict[str, list[dict]] = {fid: [] for fid in done}
@@ -546,13 +542,8 @@ class SqlCatalog(Catalog):
         ids = list(dict.fromkeys(frame_ids))
         if not ids:
             return {}
-        out: dict[str, str] = {}
         with self.engine.connect() as conn:  # hand-written SQL: asked for every batch (rawsql.py)
-            raw = Raw(conn)
-            for chunk in chunks(ids):
-                sql, params = in_list("f", chunk)
-                out.update(raw.rows(f"SELECT frame_id, sha256 FROM frames WHERE frame_id IN {sql}", params))
-        return out
+            return dict(Raw(conn).rows_in("SELECT frame_id, sha256 FROM frames WHERE frame_id IN {ids}", ids))
 
     def frames_after(
         self,

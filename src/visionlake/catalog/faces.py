@@ -24,7 +24,8 @@ from sqlalchemy.engine import Connection
 from ..errors import InputError
 from ..types import Detections
 from . import schema as S
-from .versions import chunks, update_rollup
+from .rawsql import chunks
+from .versions import update_rollup
 
 ENROLLED, SEEN = "enrolled", "seen"
 UNKNOWN = "unknown"

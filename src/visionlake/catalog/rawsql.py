@@ -26,6 +26,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 _PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+#: Values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits.
+IN_LIST_MAX = 500
 
 
 @lru_cache(maxsize=128)
@@ -64,6 +66,14 @@ class Raw:
         """The rows of one query (tuples; times as stored: see `read_time`)."""
         return self.conn.exec_driver_sql(self._sql(sql), dict(params)).fetchall()
 
+    def rows_in(self, sql: str, values: Sequence[Any], params: Mapping[str, Any] | None = None) -> list:
+        """The rows of a query whose ``IN {ids}`` takes `values`, run once per slice of `chunks`."""
+        out: list = []
+        for chunk in chunks(list(values)):
+            ids, in_params = _in_list(chunk)
+            out += self.rows(sql.format(ids=ids), {**(params or {}), **in_params})
+        return out
+
     def many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """One statement, once per row (the driver's executemany); nothing when there are no rows."""
         if rows:
@@ -90,10 +100,15 @@ class Raw:
         return out
 
 
-def in_list(name: str, values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
-    """``(:name0, :name1, ...)`` and its parameters, for a `col IN` clause (keep lists to a few hundred
-    values: see `versions.chunks`)."""
-    params = {f"{name}{i}": v for i, v in enumerate(values)}
+def chunks(items: list, n: int = IN_LIST_MAX) -> Iterable[list]:
+    """`items` in slices short enough for one IN (...) list."""
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _in_list(values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
+    """``(:in0, :in1, ...)`` and its parameters, for a `col IN` clause."""
+    params = {f"in{i}": v for i, v in enumerate(values)}
     return "(" + ", ".join(f":{k}" for k in params) + ")", params
 
 

@@ -19,8 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import schema as S
-from .rawsql import Raw, in_list
-from .versions import chunks
+from .rawsql import Raw, chunks
 
 _BOX = ("best_x1", "best_y1", "best_x2", "best_y2")
 
@@ -68,17 +67,14 @@ def tracks_before(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> dic
     """Track id -> frame ids of the boxes stored on a track for these (frame, model, version)
     results: read before they are replaced."""
     wanted = set(keys)
-    raw = Raw(conn)
     out: dict[int, set[str]] = defaultdict(set)
-    for chunk in chunks(sorted({k[0] for k in wanted})):
-        ids, params = in_list("f", chunk)
-        for fid, mod, ver, tid in raw.rows(
-            "SELECT frame_id, model, model_version, track_id FROM detections "
-            f"WHERE frame_id IN {ids} AND track_id IS NOT NULL",
-            params,
-        ):
-            if (fid, mod, ver) in wanted:
-                out[tid].add(fid)
+    for fid, mod, ver, tid in Raw(conn).rows_in(
+        "SELECT frame_id, model, model_version, track_id FROM detections "
+        "WHERE frame_id IN {ids} AND track_id IS NOT NULL",
+        sorted({k[0] for k in wanted}),
+    ):
+        if (fid, mod, ver) in wanted:
+            out[tid].add(fid)
     return out
 
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import schema as S
-from .rawsql import DELETE_EMPTY_ROLLUP, UPSERT_ROLLUP, Raw, in_list
+from .rawsql import DELETE_EMPTY_ROLLUP, UPSERT_ROLLUP, Raw
 
 
 def registered_versions(conn: Connection, model: str | None = None) -> dict[str, list[str]]:
@@ -86,7 +86,6 @@ def _newest_of(multi: Mapping[str, list[str]], unlisted: bool) -> sa.ColumnEleme
 
 VERSION, NEWEST = "version", "newest"  # rollup_hours.view
 ALL = ""  # rollup_hours.model of the distinct-frame rows; label of the totals rows
-_CHUNK = 500  # ids per IN list
 
 #: (view, model, model_version, label, camera, hour)
 RollupKey = tuple[str, str, str, str, str, datetime]
@@ -104,12 +103,10 @@ def _rank_keys(conn: Connection, models: Iterable[str]) -> dict[str, dict[str, t
     names = sorted(set(models))
     out: dict[str, dict[str, tuple]] = defaultdict(dict)
     raw = Raw(conn)
-    for chunk in chunks(names):
-        ids, params = in_list("m", chunk)
-        for mod, ver, created in raw.rows(
-            f"SELECT model, model_version, created_at FROM models WHERE model IN {ids}", params
-        ):
-            out[mod][ver] = (1, raw.read_time(created), ver)
+    for mod, ver, created in raw.rows_in(
+        "SELECT model, model_version, created_at FROM models WHERE model IN {ids}", names
+    ):
+        out[mod][ver] = (1, raw.read_time(created), ver)
     return out
 
 
@@ -117,12 +114,6 @@ def _rank(keys: Mapping[str, Mapping[str, tuple]], model: str, version: str) -> 
     # a version without a models row ranks below every registered one (reports do not use the
     # roll-up's newest view for such a model; see `rollup_versions_registered`)
     return keys.get(model, {}).get(version) or (0, datetime.min, version)
-
-
-def chunks(items: list, n: int = _CHUNK) -> Iterable[list]:
-    """`items` in slices short enough for one IN (...) list."""
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 class Stored(NamedTuple):
@@ -160,18 +151,15 @@ def update_rollup(
     stored_frames: dict[str, tuple[str, datetime]] = {}
     # per frame: model -> version -> (n_detections, labels or None when not read)
     state: dict[str, dict[str, dict[str, tuple[int, Counter | None]]]] = defaultdict(dict)
-    for chunk in chunks(fids):
-        ids, params = in_list("f", chunk)
-        for fid, cam, ts in raw.rows(  # PostgreSQL: one writer per frame at a time
-            f"SELECT frame_id, camera, captured_at FROM frames WHERE frame_id IN {ids} ORDER BY frame_id{lock}",
-            params,
-        ):
-            stored_frames[fid] = (cam, raw.read_time(ts))
-        for fid, mod, ver, n in raw.rows(
-            f"SELECT frame_id, model, model_version, n_detections FROM results WHERE frame_id IN {ids}",
-            params,
-        ):
-            state[fid].setdefault(mod, {})[ver] = (n, None)
+    for fid, cam, ts in raw.rows_in(  # PostgreSQL: one writer per frame at a time
+        "SELECT frame_id, camera, captured_at FROM frames WHERE frame_id IN {ids} ORDER BY frame_id" + lock,
+        fids,
+    ):
+        stored_frames[fid] = (cam, raw.read_time(ts))
+    for fid, mod, ver, n in raw.rows_in(
+        "SELECT frame_id, model, model_version, n_detections FROM results WHERE frame_id IN {ids}", fids
+    ):
+        state[fid].setdefault(mod, {})[ver] = (n, None)
     touched = {(fid, mod) for fid, mod, _ in written}
     had = {k for k in written if k[2] in state.get(k[0], {}).get(k[1], ())}
     need = sorted(
@@ -183,15 +171,13 @@ def update_rollup(
         }
     )
     labels: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
-    for chunk in chunks(need):
-        ids, params = in_list("f", chunk)
-        for fid, mod, ver, lab, cnt in raw.rows(
-            "SELECT frame_id, model, model_version, label, count(*) FROM detections "
-            f"WHERE frame_id IN {ids} GROUP BY frame_id, model, model_version, label",
-            params,
-        ):
-            if (fid, mod) in touched:
-                labels[(fid, mod, ver)][lab] = int(cnt)
+    for fid, mod, ver, lab, cnt in raw.rows_in(
+        "SELECT frame_id, model, model_version, label, count(*) FROM detections "
+        "WHERE frame_id IN {ids} GROUP BY frame_id, model, model_version, label",
+        need,
+    ):
+        if (fid, mod) in touched:
+            labels[(fid, mod, ver)][lab] = int(cnt)
     for fid, mods in state.items():
         for mod, vs in mods.items():
             if (fid, mod) in touched:

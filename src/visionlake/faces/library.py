@@ -125,7 +125,7 @@ def _cameras(lake: Any, frame_ids: set[str]) -> dict[str, str]:
     import sqlalchemy as sa
 
     from ..catalog import schema as S
-    from ..catalog.versions import chunks
+    from ..catalog.rawsql import chunks
 
     f = S.frames.c
     out: dict[str, str] = {}

@@ -161,7 +161,6 @@ class Worker:
         self.group = group or default_group(self.model, self.model_version, shared is not None)
         self.topic = topic
         self.offset_reset = offset_reset
-        self.batch_size = batch_size
         self.sizer = BatchSizer(batch_size, batch_seconds)  # records per poll, up to batch_size
         self.until_idle = until_idle
         self.idle_timeout = idle_timeout
