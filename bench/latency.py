@@ -54,7 +54,7 @@ def bare_times(name: str, jpegs: list[bytes]) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="vl-bare-") as d:
         frames = Path(d) / "frames.pickle"
         frames.write_bytes(pickle.dumps(jpegs))
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = common.child_env(OMP_NUM_THREADS="1")
         out = subprocess.run(
             [sys.executable, __file__, "--bare", name, str(frames)],
             env=env,
