@@ -79,6 +79,8 @@ CASES = [
     (["search", "--min-count", "0"], "--min-count"),
     (["worker", "-d", "haar-face", "--idle-timeout", "inf", "--until-idle"], "--idle-timeout"),
     (["worker", "-d", "haar-face", "--batch-size", "0", "--until-idle"], "--batch-size"),
+    (["worker", "-d", "haar-face", "--batch-seconds", "0", "--until-idle"], "--batch-seconds"),
+    (["worker", "-d", "haar-face", "--batch-seconds", "nan", "--until-idle"], "--batch-seconds"),
     (["log", "consume", "frames", "--idle-timeout", "nan"], "--idle-timeout"),
     (["log", "consume", "frames", "--limit", "0"], "--limit"),
     (["ingest", "video", "{video}", "--camera", "c", "--fps", "0"], "--fps"),
