@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,15 +163,17 @@ def files_under(root: Path) -> list[Path]:
 
 
 def count_writes(archive: Archive, monkeypatch) -> list[str]:
-    """Spy on the write call (the archive's own file write locally, s3fs's _pipe_file on S3)."""
+    """Spy on what puts an object under its key: the link of a written file into place locally (a
+    re-put may write a temporary copy first, which the link then refuses), s3fs's _pipe_file on S3."""
     calls: list[str] = []
     owner = archive.fs if archive.s3 else archive
-    name = "_pipe_file" if archive.s3 else "_write_file"
+    name = "_pipe_file" if archive.s3 else "_link"
     real = getattr(owner, name)
 
     def spy(path, *args, **kwargs):
-        calls.append(path)
-        return real(path, *args, **kwargs)
+        out = real(path, *args, **kwargs)
+        calls.append(path)  # only what went through
+        return out
 
     monkeypatch.setattr(owner, name, spy)
     return calls
@@ -372,6 +375,15 @@ def test_local_writers_racing_on_one_key_store_one_image(tmp_path, local_archive
     assert len(set(stored)) == 1
     assert Path(local_archive.uri(key)).read_bytes() == stored[0]
     assert files_under(tmp_path / "archive") == [Path(local_archive.uri(key))]
+
+
+def test_local_put_makes_again_a_folder_pruned_since(tmp_path, local_archive, data):
+    # the archive remembers the folders it made; one removed behind its back is made again
+    first = Path(local_archive.put(local_archive.key("cam", T0, "f1"), data))
+    shutil.rmtree(tmp_path / "archive" / "cam")
+    second = Path(local_archive.put(local_archive.key("cam", T0, "f2"), data))
+    assert second.parent == first.parent and second.read_bytes() == data
+    assert files_under(tmp_path / "archive") == [second]
 
 
 def test_local_uris_are_plain_paths(tmp_path, local_archive, data):

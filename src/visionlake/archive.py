@@ -3,7 +3,7 @@
 Keys are `<camera>/<yyyy>/<mm>/<dd>/<frame_id>.jpg`. Camera ids are user text, so each is escaped to
 one safe path segment: no key can climb out of the archive root whatever the camera is called.
 
-Local archives write a temporary file and rename it into place. S3 archives (`s3://bucket/prefix`,
+Local archives write a temporary file and link it into place. S3 archives (`s3://bucket/prefix`,
 through s3fs) write with one PUT, which S3 makes visible all at once. Credentials and endpoint come
 from the standard AWS places (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
 AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3, AWS_PROFILE and ~/.aws) unless `storage_options` (the lake's
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -62,6 +63,8 @@ T = TypeVar("T")
 #: camera segment, so no key can land here. What a killed writer leaves is swept after an hour.
 PARTIAL_DIR = ".partial"
 PARTIAL_MAX_AGE = 3600.0
+#: Folders a local archive remembers having made (one per camera and day) before it starts over.
+MAX_KNOWN_FOLDERS = 4096
 _LOADER: Any = None  # botocore's data loader, shared by the sessions of all S3 archives
 
 
@@ -243,6 +246,10 @@ class Archive:
         self.local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
+        self._root_prefix = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        self._folders: set[str] = set()
+        self._tmp_prefix = uuid.uuid4().hex[:12]  # with the pid and a counter: unique temporary names
+        self._tmp_seq = itertools.count()
         if self.local:
             try:
                 self.fs.makedirs(f"{self.root}/{PARTIAL_DIR}", exist_ok=True)
@@ -303,8 +310,9 @@ class Archive:
         return path if self.local else self.fs.unstrip_protocol(path)
 
     def _path(self, uri: str) -> str:
-        path = self.fs._strip_protocol(uri)
-        root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        root = self._root_prefix
+        # a local URI under the root is a plain absolute path already: nothing to strip
+        path = uri if self.local and uri.startswith(root) else self.fs._strip_protocol(uri)
         if not path.startswith(root) or "/../" in path or path.endswith("/.."):
             raise ArchiveError(f"{uri!r} is not inside the archive {redact_url(self.url)}")
         return path
@@ -337,26 +345,42 @@ class Archive:
     def _put_local(self, uri: str, path: str, data: bytes) -> None:
         """Atomic, and never over another writer's object: write aside, then link into place.
 
-        Plain os calls: fsspec's file objects cost a third of a millisecond a frame here.
+        Four system calls for a new object (create, write, link, remove the temporary name), each
+        costly on a sandboxed or network file system: the link itself says whether the key is
+        taken, folders made once are remembered, and temporary names need no random bytes.
         """
-        if os.path.exists(path):
-            self._check_same(uri, _read(path), data)
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{self.root}/{PARTIAL_DIR}/{uuid.uuid4().hex}.tmp"
+        tmp = f"{self.root}/{PARTIAL_DIR}/{self._tmp_prefix}-{os.getpid()}-{next(self._tmp_seq)}.tmp"
         try:
             self._write_file(tmp, data)
-            os.link(tmp, path)
+            self._link(tmp, path)
         except FileExistsError:
             self._check_same(uri, _read(path), data)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # also what a failed write left
 
+    def _link(self, tmp: str, path: str) -> None:
+        folder = os.path.dirname(path)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            if len(self._folders) >= MAX_KNOWN_FOLDERS:  # a camera a day: a bound, not a cache policy
+                self._folders.clear()
+            self._folders.add(folder)
+        try:
+            os.link(tmp, path)
+        except FileNotFoundError:  # the folder went since (someone pruned the archive): make it again
+            os.makedirs(folder, exist_ok=True)
+            os.link(tmp, path)
+
     @staticmethod
     def _write_file(path: str, data: bytes) -> None:
-        with open(path, "wb") as f:
-            f.write(data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _check_same(uri: str, stored: bytes, data: bytes) -> None:

@@ -156,7 +156,7 @@ def jpeg_truncated(data: bytes) -> bool:
     if data[:2] != b"\xff\xd8":
         return False
     scan = next((i for marker, i in _jpeg_segments(data) if marker == 0xDA), None)
-    return scan is not None and data.find(b"\xff\xd9", scan) == -1
+    return scan is not None and data.rfind(b"\xff\xd9", scan) == -1  # from the end: EOI is usually last
 
 
 def check_dimensions(width: int, height: int, what: str) -> None:
