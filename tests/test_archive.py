@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
