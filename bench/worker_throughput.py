@@ -7,18 +7,22 @@ the frames are published first (FramePublisher, one camera), then
 each JPEG, writes the catalog, publishes detection events and commits offsets.
 
 Both use the same detector instance (same parameters, warmed up once before either is timed).
-Frames: 320x240 in quick mode, 640x480 in full mode (400 frames). Quick mode picks 64-160 frames
+Frames: 320x240 in quick mode, 640x480 in full mode (400 frames). Quick mode picks 64-480 frames
 per detector from the warm-up speed so that one detector takes about 12 s even on a busy machine.
 
-Interleaving: the machine is shared (other processes on the same 2 cores), so load drifts during a
-run. The bare loop therefore runs inside the worker's `on_batch` hook (called after each batch's
-catalog write, event flush and offset commit) over the frames that batch just processed, and its time
-is subtracted from the worker's. Bare and worker thus alternate every batch (8 to 32 frames) and see the same load.
+Pairing, frame by frame: the machine is shared (other processes and virtual machines on the same
+cores), and its speed changes within tenths of a second: a detector's time per frame moves by 5-10 %
+from one batch to the next. The bare loop therefore runs inside the worker, one frame at a time: when
+the worker asks the detector for frame i, the bare loop first decodes and detects frame i on its own
+(timed), then the worker's call runs. A slow spell of the machine falls on both sides alike, where
+pairing batch by batch (0.1-0.5 s apart) left the ratio 3-5 points apart between runs. The bare time
+is subtracted from the worker's. The worker's batch sizer sees each frame take the bare loop's time
+too, so the benchmark doubles its aim (`batch_seconds`) to keep the batches a real worker forms.
 
-Worker time = from the `run()` call to the end of the last batch, minus the bare-loop time spent in
-the hook. That includes the worker's own start-up (catalog model row, group join) but not opening the
-lake's catalog and archive (once per process, done before the timing) and excludes
-the idle wait at the end (`idle_timeout` plus up to one 0.25 s poll), which is not processing.
+Worker time = from the `run()` call to the end of the last batch, minus the bare-loop time. That
+includes the worker's own start-up (catalog model row, group join) but not opening the lake's catalog
+and archive (once per process, done before the timing) and excludes the idle wait at the end
+(`idle_timeout` plus up to one 0.25 s poll), which is not processing.
 `worker_fps_from_stats` uses `stats.seconds - idle_timeout - bare time` instead, as a cross-check: it
 still holds up to one extra poll timeout and the close.
 """
@@ -36,6 +40,7 @@ from visionlake.detectors import get_detector_class, load_detector
 from visionlake.ingest.publish import FramePublisher
 from visionlake.ingest.sources import CapturedFrame
 from visionlake.lake import Lake
+from visionlake.workers.batching import DEFAULT_BATCH_SECONDS
 from visionlake.workers.worker import Worker
 
 DETECTORS = ("haar-face", "hog-person", "yuface")
@@ -79,30 +84,31 @@ def _bench_one(name: str, size: tuple[int, int], n: int | None, tmp: Path) -> di
     # the per-frame cost this measures. The consumer group join and the model row stay in the timing.
     lake.catalog, lake.archive  # noqa: B018
 
-    # -- bare OpenCV loop, interleaved with the worker batch by batch ----------------------------
-    # Other processes share these 2 cores, so load drifts during a run. The bare loop therefore runs
-    # inside the worker's on_batch hook, over the same frames the batch just processed; its wall and
-    # CPU time are subtracted from the worker's. Both sides see the same load, a batch at a time.
+    # -- bare OpenCV loop, paired with the worker frame by frame --------------------------------
+    # Before the worker's detector call for frame i, the bare loop decodes and detects frame i; its
+    # wall and CPU time are subtracted from the worker's (one camera, one partition: in order).
     bare = {"s": 0.0, "cpu": 0.0, "found": 0, "done": 0}
     marks: list[float] = []
+    worker_detect = det.detect
 
-    def on_batch(st) -> None:
+    def paired(image):
         cpu, t = time.process_time(), time.perf_counter()
-        for j in jpegs[bare["done"] : st.processed]:
-            bare["found"] += len(det.detect(common.decode(j)))
-        bare["done"] = st.processed
-        end = time.perf_counter()
-        bare["s"] += end - t
+        bare["found"] += len(worker_detect(common.decode(jpegs[bare["done"]])))
+        bare["done"] += 1
+        bare["s"] += time.perf_counter() - t
         bare["cpu"] += time.process_time() - cpu
-        marks.append(end)
+        return worker_detect(image)
 
+    det.detect = paired  # the worker calls the instance's detect: same detector, same parameters
     worker = Worker(
         lake,
         det,
         group=f"bench-{name}",
         until_idle=True,
         idle_timeout=IDLE_TIMEOUT,
-        on_batch=on_batch,
+        # each frame takes the bare loop's time too: twice the aim keeps a real worker's batch sizes
+        batch_seconds=2 * DEFAULT_BATCH_SECONDS,
+        on_batch=lambda st: marks.append(time.perf_counter()),
     )
     cpu0 = time.process_time()
     start = time.perf_counter()
@@ -168,8 +174,8 @@ def run(quick: bool, tmp: Path) -> list[dict]:
                 detections_bare=r["detections_bare"],
                 notes=(
                     "worker time = run() call to the end of the last batch, minus the bare loop, which runs "
-                    "inside the worker's on_batch hook over the frames of each batch (interleaved batch by "
-                    "batch, so both see the same machine load); includes group join and the model row, "
+                    "inside the worker frame by frame (before the worker's detector call for each frame, so "
+                    "both see the same machine load); includes group join and the model row, "
                     "excludes opening the lake's catalog and archive (once per process) and the idle tail; "
                     "cpu_ratio = bare CPU s / worker CPU s (process_time, all threads)"
                 ),

@@ -345,7 +345,7 @@ class Archive:
     def _put_local(self, uri: str, path: str, data: bytes) -> None:
         """Atomic, and never over another writer's object: write aside, then link into place.
 
-        Four system calls for a new object (create, write, link, remove the temporary name), each
+        Five system calls for a new object (create, write, close, link, remove the temporary name), each
         costly on a sandboxed or network file system: the link itself says whether the key is
         taken, folders made once are remembered, and temporary names need no random bytes.
         """
