@@ -374,7 +374,7 @@ class Archive:
 
     @staticmethod
     def _write_file(path: str, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # not inherited (PEP 446)
         try:
             view = memoryview(data)
             while view:
