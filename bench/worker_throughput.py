@@ -11,12 +11,13 @@ Frames: 320x240 in quick mode, 640x480 in full mode (400 frames). Quick mode pic
 per detector from the warm-up speed so that one detector takes about 12 s even on a busy machine.
 
 Pairing, frame by frame: the machine is shared (other processes and virtual machines on the same
-cores), and its speed changes within tenths of a second: a detector's time per frame moves by 5-10 %
-from one batch to the next. The bare loop therefore runs inside the worker, one frame at a time: when
-the worker asks the detector for frame i, the bare loop first decodes and detects frame i on its own
-(timed), then the worker's call runs. A slow spell of the machine falls on both sides alike, where
-pairing batch by batch (0.1-0.5 s apart) left the ratio 3-5 points apart between runs. The bare time
-is subtracted from the worker's. The worker's batch sizer sees each frame take the bare loop's time
+cores), and its speed changes within tenths of a second: over one run, a detector's mean time per
+frame differed by up to 5 % between the worker's calls and a bare loop run after each batch. The bare
+loop therefore runs inside the worker, one frame at a time: when the worker asks the detector for
+frame i, the bare loop first decodes and detects frame i on its own (timed), then the worker's call
+runs, so a slow spell of the machine falls on both sides alike (yuface, six runs each way,
+alternated: 0.93-0.95 paired by frame, 0.90-0.97 paired by batch). The bare time is subtracted
+from the worker's. The worker's batch sizer sees each frame take the bare loop's time
 too, so the benchmark doubles its aim (`batch_seconds`) to keep the batches a real worker forms.
 
 Worker time = from the `run()` call to the end of the last batch, minus the bare-loop time. That
