@@ -63,8 +63,6 @@ T = TypeVar("T")
 #: camera segment, so no key can land here. What a killed writer leaves is swept after an hour.
 PARTIAL_DIR = ".partial"
 PARTIAL_MAX_AGE = 3600.0
-#: Folders a local archive remembers having made (one per camera and day) before it starts over.
-MAX_KNOWN_FOLDERS = 4096
 _LOADER: Any = None  # botocore's data loader, shared by the sessions of all S3 archives
 
 
@@ -247,10 +245,9 @@ class Archive:
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
         self._root_prefix = self.fs._strip_protocol(self.root).rstrip("/") + "/"
-        self._folders: set[str] = set()
-        self._tmp_prefix = uuid.uuid4().hex[:12]  # with the pid and a counter: unique temporary names
-        self._tmp_seq = itertools.count()
         if self.local:
+            self._tmp_prefix = uuid.uuid4().hex[:12]  # with the pid and a counter: unique temporary names
+            self._tmp_seq = itertools.count()
             try:
                 self.fs.makedirs(f"{self.root}/{PARTIAL_DIR}", exist_ok=True)
             except OSError as e:
@@ -347,7 +344,7 @@ class Archive:
 
         Five system calls for a new object (create, write, close, link, remove the temporary name), each
         costly on a sandboxed or network file system: the link itself says whether the key is
-        taken, folders made once are remembered, and temporary names need no random bytes.
+        taken or its folder is missing, and temporary names need no random bytes.
         """
         tmp = f"{self.root}/{PARTIAL_DIR}/{self._tmp_prefix}-{os.getpid()}-{next(self._tmp_seq)}.tmp"
         try:
@@ -359,17 +356,12 @@ class Archive:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # also what a failed write left
 
-    def _link(self, tmp: str, path: str) -> None:
-        folder = os.path.dirname(path)
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            if len(self._folders) >= MAX_KNOWN_FOLDERS:  # a camera a day: a bound, not a cache policy
-                self._folders.clear()
-            self._folders.add(folder)
+    @staticmethod
+    def _link(tmp: str, path: str) -> None:
         try:
             os.link(tmp, path)
-        except FileNotFoundError:  # the folder went since (someone pruned the archive): make it again
-            os.makedirs(folder, exist_ok=True)
+        except FileNotFoundError:  # the key's folder is not there yet (a new camera or day), or was pruned
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             os.link(tmp, path)
 
     @staticmethod
